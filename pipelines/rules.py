@@ -1,0 +1,78 @@
+"""Column types of the contracts and the SQL that checks and conforms each.
+
+Every type names the reason code a bad value gets and two SQL templates over the cleaned text
+value `{v}` (trimmed; empty and the string NULL turned into SQL NULL): `invalid`, true when a
+present value breaks the type, and `value`, the conformed value. The SQL functions they call live
+in sql/002_rules.sql, so the work stays inside PostgreSQL. Types that need a lookup table
+(`ward_code`, `province_code`) name it in `lookup`; the checked pass joins it once per column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Vietnamese letters with diacritics and their bare forms, for matching code-list values such as
+# `Nữ`, `NU`, `nu` alike. rules.fold() in SQL uses exactly these two strings.
+ACCENTED = "àáạảãâầấậẩẫăằắặẳẵèéẹẻẽêềếệểễìíịỉĩòóọỏõôồốộổỗơờớợởỡùúụủũưừứựửữỳýỵỷỹđ"
+BARE = "aaaaaaaaaaaaaaaaaeeeeeeeeeeeiiiiiooooooooooooooooouuuuuuuuuuuyyyyyd"
+
+
+def fold(text: str) -> str:
+    """Python twin of rules.fold(): lower case, no diacritics, no spaces."""
+    import unicodedata
+
+    lowered = unicodedata.normalize("NFC", text).lower()
+    return lowered.translate(str.maketrans(ACCENTED, BARE)).replace(" ", "")
+
+
+@dataclass(frozen=True)
+class TypeRule:
+    code: str | None          # reason code for a present but bad value; None: any text is fine
+    invalid: str | None       # SQL predicate over {v}
+    value: str                # SQL conformed value over {v}
+    sql_type: str             # type of the conformed value
+    doc: str
+    lookup: str | None = None  # ref table joined as {j} (by code = {v})
+    extras: tuple[tuple[str, str, str], ...] = ()  # (suffix, SQL over {v}, sql type): extra outputs
+
+
+TYPES: dict[str, TypeRule] = {
+    "text": TypeRule(None, None, "{v}", "text", "free text, kept as sent (NFC, trimmed)"),
+    "name": TypeRule(None, None, "rules.conform_name({v})", "text",
+                     "a name: NFC, spaces collapsed, ALL CAPS turned to title case"),
+    "personal_id": TypeRule(
+        "invalid_personal_id", "not rules.is_personal_id({v})", "{v}", "text",
+        "12 digits: 0 + pre-2025 province code, century/sex digit 0-5, two year digits, six more"),
+    "date": TypeRule("invalid_date", "rules.parse_date({v}) is null", "rules.parse_date({v})", "date",
+                     "a calendar date dd/mm/yyyy"),
+    "timestamp": TypeRule("invalid_date", "rules.parse_timestamp({v}) is null", "rules.parse_timestamp({v})",
+                          "timestamptz", "a timestamp dd/mm/yyyy HH:MM:SS, local time UTC+7"),
+    "partial_date": TypeRule(
+        "invalid_date", "rules.parse_partial_date({v}) is null", "rules.parse_partial_date({v})", "date",
+        "dd/mm/yyyy, 00/mm/yyyy, 00/00/yyyy or yyyy; stored as the first day of the known period "
+        "with its precision (day, month, year)",
+        extras=(("_precision", "rules.partial_date_precision({v})", "text"),)),
+    "code": TypeRule("invalid_code", "{conform} is null", "{conform}", "text",
+                     "one of the contract's code list, matched ignoring case, diacritics and spaces"),
+    "country": TypeRule("invalid_code", "upper({v}) !~ '^[A-Z]{{2}}$'", "upper({v})", "text",
+                        "ISO 3166-1 alpha-2 country code"),
+    "province_code": TypeRule(
+        "unknown_admin_unit", "{j}.code is null", "{j}.current_code", "text",
+        "a GSO province code, pre- or post-2025, conformed to the current province",
+        lookup="ref.province_lookup"),
+    "ward_code": TypeRule(
+        "unknown_admin_unit", "rules.resolve_ward({j}.code, {j}.legacy_successor, {j}.is_current, {d}) is null",
+        "rules.resolve_ward({j}.code, {j}.legacy_successor, {j}.is_current, {d})", "text",
+        "a GSO ward/commune code, pre- or post-2025, conformed to the unit valid on the record's date "
+        "and then to its current successor",
+        lookup="ref.ward_lookup"),
+}
+
+
+def code_list_sql(v: str, code_list: dict) -> str:
+    """A CASE mapping the folded text to the code list's conformed values (NULL when unknown)."""
+    whens = " ".join(f"when {sql_literal(fold(k))} then {sql_literal(val)}" for k, val in code_list.items())
+    return f"(case rules.fold({v}) {whens} end)"
+
+
+def sql_literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
