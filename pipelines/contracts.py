@@ -63,6 +63,9 @@ class Contract:
     code_lists: dict = field(default_factory=dict)
     findings: tuple[dict, ...] = ()
     derived: dict = field(default_factory=dict)
+    enrich: dict = field(default_factory=dict)     # stored column -> SQL over the accepted row `a`
+    effects: tuple[dict, ...] = ()                 # merges into other entities after this feed's
+    ignore_in_hash: tuple[str, ...] = ()           # stored columns whose change alone is no new version
     path: Path | None = None
 
     @property
@@ -108,7 +111,9 @@ def parse(data: dict, path: Path | None = None) -> Contract:
             mode=data["mode"], key=tuple(data["key"]), record_date=data["record_date"],
             valid_from=data["valid_from"], formats=tuple(data["formats"]), columns=columns, rules=rules,
             publish=tuple(data["publish"]), code_lists=data.get("code_lists") or {},
-            findings=tuple(data.get("findings") or ()), derived=data.get("derived") or {}, path=path)
+            findings=tuple(data.get("findings") or ()), derived=data.get("derived") or {},
+            enrich=data.get("enrich") or {}, effects=tuple(data.get("effects") or ()),
+            ignore_in_hash=tuple(data.get("ignore_in_hash") or ()), path=path)
     except KeyError as exc:
         raise ContractError(f"{path}: missing {exc.args[0]}") from None
     if contract.mode not in MODES:
@@ -134,3 +139,8 @@ def load(feed: str) -> Contract:
         return all_contracts()[feed.upper()]
     except KeyError:
         raise ContractError(f"unknown feed {feed!r}; known feeds: {', '.join(all_contracts())}") from None
+
+
+def for_entity(entity: str) -> Contract:
+    """The contract whose feed owns an entity (e.g. person -> CUTRU)."""
+    return next(c for c in all_contracts().values() if c.entity == entity)

@@ -11,10 +11,10 @@ create schema if not exists rules;       -- SQL functions the contracts' rules c
 
 create table meta.delivery (
     delivery_id      bigint generated always as identity primary key,
-    feed             text        not null,
-    province_code    text        not null,
-    delivery_date    date        not null,
-    seq              text        not null,
+    feed             text,                  -- NULL (like the next three) when the file name is unreadable
+    province_code    text,
+    delivery_date    date,
+    seq              text,
     file_name        text        not null,
     sha256           text        not null,
     status           text        not null default 'processing'

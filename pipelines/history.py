@@ -1,0 +1,101 @@
+"""Bitemporal merge of accepted rows into store.<entity>, set-based, inside one transaction.
+
+Valid time (valid_from/valid_to) says when a version was true; recorded time
+(recorded_from/recorded_to) when the warehouse knew it. Nothing is updated but recorded_to:
+ending a version records a copy of it with its valid_to set. The current state is the version
+with both ends open. Unchanged rows (same content hash, same scope) write nothing, so re-running
+a delivery changes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+BOOKKEEPING = {"version_id", "scope", "content_hash", "delivery_id", "valid_from", "valid_to",
+               "recorded_from", "recorded_to"}
+CURRENT = "{a}.valid_to = 'infinity' and {a}.recorded_to = 'infinity'"
+
+
+@dataclass(frozen=True)
+class Target:
+    entity: str
+    key: tuple[str, ...]
+    ignore_in_hash: tuple[str, ...] = ()   # e.g. the source's own last-changed timestamp
+
+    @property
+    def table(self) -> str:
+        return f"store.{self.entity}"
+
+
+def content_columns(conn: psycopg.Connection, target: Target) -> list[str]:
+    rows = conn.execute(
+        "select column_name from information_schema.columns where table_schema = 'store' and table_name = %s "
+        "order by ordinal_position", (target.entity,)).fetchall()
+    return [r[0] for r in rows if r[0] not in BOOKKEEPING]
+
+
+def hash_sql(columns: list[str], target: Target, alias: str) -> str:
+    hashed = [c for c in columns if c not in target.ignore_in_hash]
+    return "md5(row(" + ", ".join(f"{alias}.{c}" for c in hashed) + ")::text)"
+
+
+def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
+          snapshot_scope: str | None = None, snapshot_at: str | None = None,
+          keep_keys: str | None = None) -> dict[str, int]:
+    """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
+
+    snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
+    scope missing from them are ended at snapshot_at, except keys listed by the query keep_keys
+    (rows of this delivery that were quarantined: present, but not yet readable).
+    Returns counts of new, changed, unchanged, removed keys.
+    """
+    cols = content_columns(conn, target)
+    key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
+    key_cols = ", ".join(target.key)
+    conn.execute("drop table if exists pg_temp._chg")
+    conn.execute(f"""
+        create temp table _chg as
+        select {', '.join('a.' + k for k in target.key)},
+               case when h.version_id is null then 'new'
+                    when h.content_hash = {hash_sql(cols, target, 'a')} and h.scope = a._scope then 'unchanged'
+                    else 'changed' end as op,
+               h.version_id, h.valid_from as old_valid_from, a._valid_from as new_valid_from
+        from {incoming} a
+        left join {target.table} h on {key_join} and {CURRENT.format(a='h')}""")
+    if snapshot_scope is not None:
+        keep = f"and h.{target.key[0]}::text not in ({keep_keys})" if keep_keys else ""
+        conn.execute(f"""
+            insert into _chg ({key_cols}, op, version_id, old_valid_from, new_valid_from)
+            select {', '.join('h.' + k for k in target.key)}, 'removed', h.version_id, h.valid_from,
+                   %(at)s::timestamptz
+            from {target.table} h
+            where {CURRENT.format(a='h')} and h.scope = %(scope)s
+              and not exists (select 1 from {incoming} a where {key_join}) {keep}""",
+                     {"scope": snapshot_scope, "at": snapshot_at})
+
+    col_list = ", ".join(cols)
+    # end the versions that changed or left: record the old version with its valid_to closed
+    conn.execute(f"""
+        with ended as (
+            update {target.table} h set recorded_to = now()
+            from _chg c
+            where h.version_id = c.version_id and c.op in ('changed', 'removed')
+            returning h.*, c.new_valid_from
+        )
+        insert into {target.table} ({col_list}, scope, content_hash, delivery_id,
+                                    valid_from, valid_to, recorded_from)
+        select {col_list}, scope, content_hash, delivery_id, valid_from, new_valid_from, now()
+        from ended
+        where new_valid_from > valid_from""")
+    # the new versions
+    conn.execute(f"""
+        insert into {target.table} ({col_list}, scope, content_hash, delivery_id, valid_from, recorded_from)
+        select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, %(delivery)s,
+               greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
+        from {incoming} a
+        join _chg c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
+        where c.op in ('new', 'changed')""", {"delivery": delivery_id})
+    counts = dict(conn.execute("select op, count(*) from _chg group by op").fetchall())
+    conn.execute("drop table _chg")
+    return {op: counts.get(op, 0) for op in ("new", "changed", "unchanged", "removed")}
