@@ -45,7 +45,7 @@ def _invalid_sql(col: Column, contract: Contract, v: str, j: str, d: str) -> str
 def _record_date(contract: Contract) -> str:
     col = contract.column(contract.record_date)
     if col.type == "timestamp":
-        return f"(({col.to}) at time zone '+07:00')::date"
+        return f"(({col.to}) at time zone interval '+07:00')::date"
     return col.to
 
 

@@ -243,7 +243,7 @@ class Run:
                 raise ContractError(f"store.{c.entity}.{col} has no source in the {c.feed} contract")
         vf = c.column(c.valid_from)
         valid_from = (f"a.{vf.to}" if vf.rule.sql_type == "timestamptz"
-                      else f"(a.{vf.to}::timestamp at time zone '+07:00')")
+                      else f"(a.{vf.to}::timestamp at time zone interval '+07:00')")
         self.conn.execute(f"""
             create unlogged table {self.accepted} as
             select {', '.join(select)}, {valid_from} as _valid_from, %s::text as _scope

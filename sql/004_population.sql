@@ -1,5 +1,6 @@
 -- The population core: persons (CUTRU) and civil status events (HOTICH).
 -- store.* are the bitemporal version tables; history.* and core.* are the published views.
+-- The history views show an open end (infinity in the store) as NULL.
 -- Bookkeeping on every version: scope (the delivering province whose snapshot carries it),
 -- content_hash (md5 of the content columns: unchanged rows are found by it), delivery_id.
 
@@ -67,7 +68,8 @@ create view core.person as
 create view history.person as
     select person_id, full_name, birth_date, birth_date_precision, sex, nationality,
            residence_ward_code, residence_address, household_no, death_date,
-           valid_from, valid_to, recorded_from, recorded_to
+           valid_from, nullif(valid_to, 'infinity') as valid_to,
+           recorded_from, nullif(recorded_to, 'infinity') as recorded_to
     from store.person;
 
 create view core.civil_event as
@@ -79,5 +81,6 @@ create view core.civil_event as
 create view history.civil_event as
     select province_code, event_no, event_type, event_date, registered_on, registry_ward_code,
            person_id, full_name, related_person_id,
-           valid_from, valid_to, recorded_from, recorded_to
+           valid_from, nullif(valid_to, 'infinity') as valid_to,
+           recorded_from, nullif(recorded_to, 'infinity') as recorded_to
     from store.civil_event;
