@@ -27,9 +27,16 @@ class TextFormat:
     header: list[str]  # header names as sent, trimmed, NFC
 
 
+MAGIC = {b"\x1f\x8b": "compressed (gzip)", b"PK\x03\x04": "a zip archive (or an Excel workbook)",
+         b"7z\xbc\xaf": "compressed (7-Zip)", b"Rar!": "compressed (RAR)", b"%PDF": "a PDF document"}
+
+
 def sniff_encoding(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(4096)
+        for magic, what in MAGIC.items():
+            if head.startswith(magic):
+                raise Rejection(f"the file is {what}: deliver the CSV itself, not an archive")
         if head.startswith(codecs.BOM_UTF8):
             return "utf-8-sig"
         if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):

@@ -304,10 +304,14 @@ class Run:
 
 
 def _copy_problem(exc: psycopg.Error) -> str:
-    """COPY's complaint about the file, in a clerk's words."""
+    """COPY's complaint about the file, in a clerk's words (data rows counted after the header)."""
+    import re
+
     diag = exc.diag
-    where = f" ({diag.context.splitlines()[0]})" if diag and diag.context else ""
     message = diag.message_primary if diag and diag.message_primary else str(exc)
+    context = (diag.context or "") if diag else ""
+    line = re.search(r"line (\d+)", context)
+    where = f" (near data row {line.group(1)})" if line else ""
     if "extra data after last expected column" in message:
         return f"a row has more fields than the header{where}"
     if "missing data for column" in message:
