@@ -49,32 +49,74 @@ def _record_date(contract: Contract) -> str:
     return col.to
 
 
+def _dictionary_parts(col: Column) -> list[tuple[str, str, str]]:
+    """(suffix, key SQL over the cleaned text {v}, value SQL over the key {k}) of a dictionary type."""
+    if col.type == "timestamp":
+        return [("date", "substr({v}, 1, 10)", "rules.parse_date({k})"),
+                ("time", "substr({v}, 11)", "rules.time_of_day({k})")]
+    return [("", "{v}", "")]
+
+
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
                 constants: dict[str, str]) -> str:
-    """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _content, _extra_copy.
+    """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
     present: source names found in the file's header (missing optional ones are NULL).
     constants: conformed columns that come from the delivery (e.g. province_code from the file name).
+
+    Cost is what matters here (10 million rows): types with few distinct values are conformed once
+    per distinct value in a dictionary and joined back; each level is its own subquery (offset 0)
+    so no expression is evaluated twice; duplicate keys are found on the raw table.
     """
     cols = contract.columns
 
-    def src(col: Column) -> str:
-        return clean(f"s.{stage_column(col)}") if col.source in present else "null::text"
+    def src(col: Column, alias: str = "s") -> str:
+        return clean(f"{alias}.{stage_column(col)}") if col.source in present else "null::text"
+
+    # dictionaries: one small table per low-cardinality column (and per part of a timestamp)
+    dictionaries, dict_joins = [], []
+    for c in cols:
+        if not c.rule.dictionary or c.source not in present:
+            continue
+        for suffix, key, value in _dictionary_parts(c):
+            name = f"d_{c.to}{'_' + suffix if suffix else ''}"
+            k = key.format(v=src(c))
+            if c.type == "timestamp":
+                body = f"{value.format(k='k')} as val"
+            else:
+                body = (f"{_value_sql(c, contract, 'k', '', '')} as val, "
+                        f"{_invalid_sql(c, contract, 'k', '', '') or 'false'} as bad"
+                        + "".join(f", {expr.format(v='k')} as x{sfx}" for sfx, expr, _ in c.rule.extras))
+            dictionaries.append(f"{name} as (select k, {body} from (select distinct {k} as k from {raw_table} s) x)")
+            dict_joins.append(f"left join {name} on {name}.k = {key.format(v='cleaned.c_' + c.to)}")
 
     # level 1: cleaned text, and whether the row is a header line repeated mid-file
     level1 = [f"{src(c)} as c_{c.to}" for c in cols]
     header_repeat = " and ".join(
         f"upper(btrim(s.{stage_column(c)})) = {sql_literal(c.source)}" for c in cols if c.source in present)
 
-    # level 2: typed values that need no lookup
+    # level 2: typed values that need no lookup (from a dictionary when the type has one)
     level2 = []
     for c in cols:
         if c.rule.lookup:
             continue
-        level2.append(f"{_value_sql(c, contract, 'c_' + c.to, '', '')} as {c.to}")
+        v = "c_" + c.to
+        if c.rule.dictionary and c.source in present:
+            d = f"d_{c.to}"
+            if c.type == "timestamp":
+                level2.append(f"rules.local_timestamp({d}_date.val, {d}_time.val) as {c.to}")
+                level2.append(f"({v} is not null and (length({v}) <> 19 or {d}_date.val is null "
+                              f"or {d}_time.val is null)) as bad_{c.to}")
+            else:
+                value = f"coalesce({d}.val, {sql_literal(c.default)})" if c.default is not None else f"{d}.val"
+                level2.append(f"{value} as {c.to}")
+                level2.append(f"coalesce({d}.bad, false) as bad_{c.to}")
+                level2.extend(f"{d}.x{sfx} as {c.to}{sfx}" for sfx, _, _ in c.rule.extras)
+            continue
+        level2.append(f"{_value_sql(c, contract, v, '', '')} as {c.to}")
         for suffix, expr, _ in c.rule.extras:
-            level2.append(f"{expr.format(v='c_' + c.to)} as {c.to}{suffix}")
-        inv = _invalid_sql(c, contract, "c_" + c.to, "", "")
+            level2.append(f"{expr.format(v=v)} as {c.to}{suffix}")
+        inv = _invalid_sql(c, contract, v, "", "")
         level2.append(f"{inv or 'false'} as bad_{c.to}")
     for name, value in constants.items():
         level2.append(f"{sql_literal(value)}::text as {name}")
@@ -86,7 +128,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         if not c.rule.lookup:
             continue
         j = f"j_{c.to}"
-        joins.append(f"left join {c.rule.lookup} {j} on {j}.code = t.c_{c.to}")
+        joins.append(f"left join {c.rule.lookup} {j} on {j}.code = {c.rule.lookup_key.format(v='t.c_' + c.to)}")
         level3.append(f"{_value_sql(c, contract, 't.c_' + c.to, j, d)} as {c.to}")
         level3.append(f"{_invalid_sql(c, contract, 't.c_' + c.to, j, d)} as bad_{c.to}")
 
@@ -110,46 +152,62 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     rule_cols = [f"nullif(concat_ws('; ', {', '.join(parts)}), '') as rule_{code}"
                  for code, parts in by_code.items()]
 
-    key_cols = [k for k in contract.key if k not in constants]
-    key_expr = " || '|' || ".join(f"coalesce({k}::text, '')" for k in key_cols)
-    key_shown = " || ' ' || ".join(f"{sql_literal(contract.column(k).source + '=')} || {k}::text" for k in key_cols)
-    key_present = " and ".join(f"{k} is not null" for k in key_cols)
-    content = "md5(row(" + ", ".join(f"c_{c.to}" for c in cols) + ")::text)"
+    # keys sent more than once: found on the raw rows (cleaned key), content compared by hash
+    key_cols = [contract.column(k) for k in contract.key if k not in constants]
+    key_of = lambda alias: " || '|' || ".join(f"coalesce({src(c, alias)}, '')" for c in key_cols)  # noqa: E731
+    key_present = " and ".join(f"{src(c)} is not null" for c in key_cols)
+    row_text = "md5(row(" + ", ".join(f"s.{stage_column(c)}" for c in cols if c.source in present) + ")::text)"
+    key_shown = " || ' ' || ".join(f"{sql_literal(c.source + '=')} || c_{c.to}" for c in key_cols)
     rule_names = [f"rule_{code}" for code in by_code] + ["rule_duplicate_key"]
     failed = " or ".join(f"{name} is not null" for name in rule_names)
 
-    return f"""
-create unlogged table {checked_table} as
-with cleaned as (
+    withs = dictionaries + [
+        f"""repeated as (
+    select {key_of('s')} as _key, min({row_text}) <> max({row_text}) as conflict, min(s._row) as first_row
+    from {raw_table} s
+    where {key_present} and {key_of('s')} in (
+        select {key_of('s')} from {raw_table} s where {key_present} group by 1 having count(*) > 1)
+    group by 1
+)""",
+        f"""cleaned as (
     select s._row, {header_repeat or 'false'} as _header_repeat,
            {', '.join(level1)}
     from {raw_table} s
-), typed as (
+    offset 0  -- each level is evaluated once per row, not re-expanded into the next one
+)""",
+        f"""typed as (
     select cleaned.*, {', '.join(level2)}
     from cleaned
+    {' '.join(dict_joins)}
     where not _header_repeat
-), resolved as (
+    offset 0
+)""",
+        f"""resolved as (
     select t.*{''.join(', ' + x for x in level3)}
     from typed t
     {' '.join(joins)}
-), ruled as (
-    select resolved.*, {', '.join(rule_cols)}, {content} as _content, {key_expr} as _key
+    offset 0
+)""",
+        f"""ruled as (
+    select resolved.*, {', '.join(rule_cols)}, {_key_expr(key_cols)} as _key
     from resolved
-), keys as (
-    select _key, min(_content) <> max(_content) as conflict, min(_row) as first_row
-    from ruled
-    where {key_present}
-    group by _key
-    having count(*) > 1
-), final as (
-    select ruled.*,
-           case when keys.conflict then {key_shown} end as rule_duplicate_key,
-           coalesce(not keys.conflict and ruled._row <> keys.first_row, false) as _extra_copy
-    from ruled left join keys on keys._key = ruled._key
-)
-select final.*, ({failed}) as _failed
-from final
+    offset 0
+)""",
+    ]
+    return f"""
+create unlogged table {checked_table} as
+with {(',' + chr(10)).join(withs)}
+select ruled.*,
+       case when repeated.conflict then {key_shown} end as rule_duplicate_key,
+       coalesce(not repeated.conflict and ruled._row <> repeated.first_row, false) as _extra_copy,
+       ({failed.replace('rule_duplicate_key is not null', 'coalesce(repeated.conflict, false)')}) as _failed
+from ruled left join repeated on repeated._key = ruled._key
 """
+
+
+def _key_expr(key_cols: list[Column]) -> str:
+    """The row's key as text, from the cleaned key columns (the same text the repeated CTE uses)."""
+    return " || '|' || ".join(f"coalesce(c_{c.to}, '')" for c in key_cols)
 
 
 def contract_col(contract: Contract, source: str) -> Column:

@@ -53,9 +53,11 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     cols = content_columns(conn, target)
     key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
     key_cols = ", ".join(target.key)
-    conn.execute("drop table if exists pg_temp._chg")
+    chg = f"stage.changes_{delivery_id}_{target.entity}"  # unlogged work table (temp tables are slow here)
+    conn.execute(f"analyze {incoming}")
+    conn.execute(f"drop table if exists {chg}")
     conn.execute(f"""
-        create temp table _chg as
+        create unlogged table {chg} as
         select {', '.join('a.' + k for k in target.key)},
                case when h.version_id is null then 'new'
                     when h.content_hash = {hash_sql(cols, target, 'a')} and h.scope = a._scope then 'unchanged'
@@ -66,7 +68,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     if snapshot_scope is not None:
         keep = f"and h.{target.key[0]}::text not in ({keep_keys})" if keep_keys else ""
         conn.execute(f"""
-            insert into _chg ({key_cols}, op, version_id, old_valid_from, new_valid_from)
+            insert into {chg} ({key_cols}, op, version_id, old_valid_from, new_valid_from)
             select {', '.join('h.' + k for k in target.key)}, 'removed', h.version_id, h.valid_from,
                    %(at)s::timestamptz
             from {target.table} h
@@ -74,12 +76,13 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
               and not exists (select 1 from {incoming} a where {key_join}) {keep}""",
                      {"scope": snapshot_scope, "at": snapshot_at})
 
+    conn.execute(f"analyze {chg}")
     col_list = ", ".join(cols)
     # end the versions that changed or left: record the old version with its valid_to closed
     conn.execute(f"""
         with ended as (
             update {target.table} h set recorded_to = now()
-            from _chg c
+            from {chg} c
             where h.version_id = c.version_id and c.op in ('changed', 'removed')
             returning h.*, c.new_valid_from
         )
@@ -94,8 +97,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, %(delivery)s,
                greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
         from {incoming} a
-        join _chg c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
+        join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
         where c.op in ('new', 'changed')""", {"delivery": delivery_id})
-    counts = dict(conn.execute("select op, count(*) from _chg group by op").fetchall())
-    conn.execute("drop table _chg")
+    counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
+    conn.execute(f"drop table {chg}")
     return {op: counts.get(op, 0) for op in ("new", "changed", "unchanged", "removed")}

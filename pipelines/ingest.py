@@ -89,11 +89,30 @@ def _duplicate_receipt(previous, path: Path, archived) -> dict:
     }
 
 
+class _Timer:
+    """Seconds per stage of a run, logged as they finish (the bench and the ops log read them)."""
+
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def timed():
+            t = time.monotonic()
+            yield
+            self.stages[stage] = round(time.monotonic() - t, 3)
+            log.info("stage %s: %.2f s", stage, self.stages[stage])
+        return timed()
+
+
 class Run:
     """The state of one delivery being processed."""
 
     def __init__(self, conn: psycopg.Connection, s: Settings, url: str, path: Path, archived):
         self.conn, self.s, self.url, self.path, self.archived = conn, s, url, path, archived
+        self.timer = _Timer()
         self.contract: Contract | None = None
         self.name = None
         self.delivery_id = self._register()
@@ -134,10 +153,14 @@ class Run:
                                  (self.name.province,)).fetchone():
             raise Rejection(f"province code {self.name.province!r} in the file name is not a GSO province code")
         fmt, pieces = decode.open_text(self.archived.path)
-        present = self._stage(fmt, pieces)
-        self._check(present)
-        gx = self._validate()
-        counts = self._count()
+        with self.timer("stage"):
+            present = self._stage(fmt, pieces)
+        with self.timer("check"):
+            self._check(present)
+        with self.timer("validate"):
+            gx = self._validate()
+        with self.timer("count"):
+            counts = self._count()
         if counts["rows_read"] == 0:
             raise Rejection("the file has a header but no data rows")
         return self._publish(counts, gx, fmt)
@@ -203,15 +226,18 @@ class Run:
         c = self.contract
         target = history.Target(c.entity, c.key, c.ignore_in_hash)
         with self.conn.transaction():
-            self._quarantine()
-            self._accept(target)
+            with self.timer("quarantine"):
+                self._quarantine()
+            with self.timer("conform"):
+                self._accept(target)
             snapshot = c.mode == "snapshot"
-            changes = history.merge(
-                self.conn, target, self.accepted, self.delivery_id,
-                snapshot_scope=self.name.province if snapshot else None,
-                snapshot_at=dt.datetime.combine(self.name.date, dt.time(), dt.timezone(dt.timedelta(hours=7))),
-                keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None)
-            self._effects()
+            with self.timer("merge"):
+                changes = history.merge(
+                    self.conn, target, self.accepted, self.delivery_id,
+                    snapshot_scope=self.name.province if snapshot else None,
+                    snapshot_at=dt.datetime.combine(self.name.date, dt.time(), dt.timezone(dt.timedelta(hours=7))),
+                    keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None)
+                self._effects()
             findings = self._findings()
             status = "loaded_with_rejections" if counts["rows_quarantined"] else "loaded"
             receipt = self._receipt(status, counts, findings, changes)

@@ -31,8 +31,12 @@ class TypeRule:
     value: str                # SQL conformed value over {v}
     sql_type: str             # type of the conformed value
     doc: str
-    lookup: str | None = None  # ref table joined as {j} (by code = {v})
+    lookup: str | None = None  # ref table joined as {j} (by code = lookup_key)
+    lookup_key: str = "{v}"
     extras: tuple[tuple[str, str, str], ...] = ()  # (suffix, SQL over {v}, sql type): extra outputs
+    # few distinct values (dates, codes): conform each distinct value once, then join it back,
+    # instead of parsing the same text a million times
+    dictionary: bool = False
 
 
 TYPES: dict[str, TypeRule] = {
@@ -40,21 +44,24 @@ TYPES: dict[str, TypeRule] = {
     "name": TypeRule(None, None, "rules.conform_name({v})", "text",
                      "a name: NFC, spaces collapsed, ALL CAPS turned to title case"),
     "personal_id": TypeRule(
-        "invalid_personal_id", "not rules.is_personal_id({v})", "{v}", "text",
-        "12 digits: 0 + pre-2025 province code, century/sex digit 0-5, two year digits, six more"),
+        "invalid_personal_id", "not (rules.is_personal_id({v}) and {j}.code is not null)", "{v}", "text",
+        "12 digits: 0 + pre-2025 province code, century/sex digit 0-5, two year digits, six more",
+        lookup="ref.legacy_province", lookup_key="substr({v}, 2, 2)"),
     "date": TypeRule("invalid_date", "rules.parse_date({v}) is null", "rules.parse_date({v})", "date",
-                     "a calendar date dd/mm/yyyy"),
+                     "a calendar date dd/mm/yyyy", dictionary=True),
+    # a timestamp is conformed as two dictionaries, its date part and its time-of-day part
     "timestamp": TypeRule("invalid_date", "rules.parse_timestamp({v}) is null", "rules.parse_timestamp({v})",
-                          "timestamptz", "a timestamp dd/mm/yyyy HH:MM:SS, local time UTC+7"),
+                          "timestamptz", "a timestamp dd/mm/yyyy HH:MM:SS, local time UTC+7", dictionary=True),
     "partial_date": TypeRule(
         "invalid_date", "rules.parse_partial_date({v}) is null", "rules.parse_partial_date({v})", "date",
         "dd/mm/yyyy, 00/mm/yyyy, 00/00/yyyy or yyyy; stored as the first day of the known period "
         "with its precision (day, month, year)",
-        extras=(("_precision", "rules.partial_date_precision({v})", "text"),)),
+        extras=(("_precision", "rules.partial_date_precision({v})", "text"),), dictionary=True),
     "code": TypeRule("invalid_code", "{conform} is null", "{conform}", "text",
-                     "one of the contract's code list, matched ignoring case, diacritics and spaces"),
+                     "one of the contract's code list, matched ignoring case, diacritics and spaces",
+                     dictionary=True),
     "country": TypeRule("invalid_code", "upper({v}) !~ '^[A-Z]{{2}}$'", "upper({v})", "text",
-                        "ISO 3166-1 alpha-2 country code"),
+                        "ISO 3166-1 alpha-2 country code", dictionary=True),
     "province_code": TypeRule(
         "unknown_admin_unit", "{j}.code is null", "{j}.current_code", "text",
         "a GSO province code, pre- or post-2025, conformed to the current province",
