@@ -1,0 +1,1282 @@
+"""Realistic sample deliveries with known, injected defects (for tests, demos and benchmarks).
+
+``generate()`` writes ONE delivery file ``<FEED>_<PROVINCE>_<YYYYMMDD>_<SEQ:03d>.csv`` the way an
+agency office would send it (see /work/shared/agency-extracts.md) and returns a manifest saying
+exactly what the pipeline must find in it::
+
+    {"path": "/.../CUTRU_79_20261120_001.csv", "feed": "CUTRU", "province": "79",
+     "rows_read": 100000,                      # data rows (repeated headers, blank lines excluded)
+     "rejections": {"missing_required": 143, ..., "duplicate_key": 142},   # codes with count > 0
+     "defect_rows": 1000}                      # = sum(rejections.values()) = round(rows * defect_rate)
+
+Every defect row carries exactly ONE defect, so the counts are exact; a ``duplicate_key`` defect
+is a pair of rows with the same key and different content (both rejected: it adds 2). Rows
+without a defect are valid in every respect but exercise every quirk seen in real deliveries
+(``quirks=True``): NFD text, ALL CAPS names, double spaces, surrounding spaces, the literal
+``NULL`` in optional fields, sex and relation spellings, partial birth dates, pre-2025 ward and
+province codes, random header order and case, BOM / CRLF / Windows-1258 / UTF-16 files, trailing
+blank lines and a header repeated mid-file.
+
+Assumptions about the pipeline's checks that keep the counts exact (they follow from
+pipelines/rules.py: a type check judges only a *present* value; a row rule over a missing
+or unparseable value does not fire):
+
+* a missing or invalid NGAY_SINH / GIOI_TINH does not also raise ``id_mismatch``; a malformed
+  SO_DINH_DANH raises only ``invalid_personal_id`` (``id_mismatch`` judges well-formed IDs);
+* defects never touch the key (SO_DINH_DANH, SO_SU_KIEN: blank keys could group as duplicates)
+  nor the record date (NGAY_CAP_NHAT, NGAY_DANG_KY: the ward is resolved on it), so
+  ``missing_required`` blanks another required column and ``invalid_date`` breaks NGAY_SINH
+  (CUTRU) / NGAY_SU_KIEN (HOTICH);
+* record dates never fall on 30/06/2025 or 01/07/2025, so a local (UTC+7) timestamp is on the
+  same side of the reorganisation whatever time zone the warehouse compares it in.
+
+Memory does not grow with ``rows`` (rows are written in chunks as they are made, from pools
+built once; 1M CUTRU rows take about 7 s of CPU on a slow 2-core machine, 137 MB). The file is
+written under a hidden ``.<name>.part`` name and renamed when complete, so an inbox watcher never
+sees half a delivery. Deterministic: the same arguments give the same bytes. Personal ID numbers
+are unique within a file and never shared between provinces (see ``_Ids``).
+
+``snapshot_changes()`` turns a CUTRU snapshot into next week's (changed / removed / new persons,
+exact counts), streaming. ``read_delivery()`` reads any generated file back (all encodings).
+Adding a feed = one maker + one entry in ``FEEDS``. Command line:
+``python -m pipelines.generate CUTRU 1000000 79 /tmp/out --defect-rate 0.01``.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import csv
+import datetime as dt
+import io
+import json
+import operator
+import os
+import random
+import re
+import time
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import refdata
+
+DEFAULT_DATE = dt.date(2026, 11, 20)
+REFORM_DATE = dt.date(2025, 7, 1)
+REGISTER_START = dt.date(2021, 7, 1)   # the national residence database went live
+BASE_DATE = dt.date(1915, 1, 1)        # day index 0; nobody is born earlier
+ENCODINGS = ("utf-8", "utf-8-sig", "cp1258", "utf-16")
+
+_nfc = lambda s: unicodedata.normalize("NFC", s)  # noqa: E731
+
+
+# ===================================================================== reference data
+
+@dataclass(frozen=True)
+class _Refs:
+    province: str
+    current_wards: tuple[str, ...]
+    legacy_wards: tuple[tuple[str, str], ...]      # (legacy ward code, legacy province code)
+    legacy_only: tuple[tuple[str, str], ...]       # legacy wards whose code is not a current code
+    successor: dict                                # legacy ward code -> current ward code
+    legacy_provinces: tuple[str, ...]              # all 63 pre-2025 province codes
+    native: tuple[str, ...]                        # legacy provinces merged into this province (weighted)
+    others: tuple[str, ...]                        # the other legacy provinces
+    bad_provinces: tuple[str, ...]                 # 2-digit codes that are a province in neither era
+    bad_wards: tuple[str, ...]                     # 5-digit codes that are a ward in neither era
+
+
+@lru_cache(maxsize=1)
+def _current_provinces() -> tuple[str, ...]:
+    out = []
+    for code in refdata.legacy_province_codes():   # current codes are a subset of the legacy ones
+        try:
+            refdata.provinces_of(code)
+        except KeyError:
+            continue
+        out.append(code)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _province_owner() -> dict[str, str]:
+    """legacy province code -> the current province it was merged into."""
+    owner = {}
+    for p in _current_provinces():
+        for _, lp, _ in refdata.provinces_of(p)["legacy_wards"]:
+            owner[lp] = p
+    return owner
+
+
+@lru_cache(maxsize=None)
+def _refs(province: str) -> _Refs:
+    if province not in _current_provinces():
+        raise ValueError(f"{province!r} is not a current (post-2025) province code; "
+                         f"known: {', '.join(_current_provinces())}")
+    units = refdata.provinces_of(province)
+    current = tuple(units["current_wards"])
+    legacy = tuple((code, lp) for code, lp, _ in units["legacy_wards"])
+    all_current = {c for p in _current_provinces() for c in refdata.provinces_of(p)["current_wards"]}
+    all_legacy = {c for p in _current_provinces() for c, _, _ in refdata.provinces_of(p)["legacy_wards"]}
+    legacy_only = tuple((c, lp) for c, lp in legacy if c not in all_current)
+    lps = tuple(refdata.legacy_province_codes())
+    weight: dict[str, int] = {}
+    for _, lp in legacy:
+        weight[lp] = weight.get(lp, 0) + 1
+    native = tuple(lp for lp, n in sorted(weight.items()) for _ in range(n))  # weighted by ward count
+    others = tuple(lp for lp in lps if lp not in weight)
+    bad_provinces = tuple(f"{i:02d}" for i in range(100) if f"{i:02d}" not in set(lps))
+    known = all_current | all_legacy
+    bad_wards = tuple(c for c in ("00000", "99999", "40000", "51234", "68001", "77777", "86420", "90909",
+                                  "33333", "45678") if c not in known)
+    successor = {code: succ for code, _, succ in units["legacy_wards"]}
+    return _Refs(province, current, legacy, legacy_only, successor, lps, native, others, bad_provinces, bad_wards)
+
+
+# ===================================================================== personal ID numbers
+
+_A = 1_000_003   # multiplier of the per-bucket permutation (prime: coprime with every slice size)
+
+
+def _century_sex(year: int, female: int) -> str:
+    """Digits 4-6 of a personal ID number for a birth year and sex."""
+    return f"{(year // 100 - 19) * 2 + female}{year % 100:02d}"
+
+
+class _Ids:
+    """Unique, valid personal ID numbers: 0 + legacy province, century/sex digit, two year digits,
+    six digits. A bucket (the first six digits) draws its last six from a slice of 0..999999
+    reserved for the delivering province, so that deliveries of different provinces never share a
+    number: natives of a legacy province get 700,000 numbers in the current province it became
+    part of, every other current province 9,000. The slice is walked through a fixed permutation;
+    its first 6/7 belong to register persons (CUTRU: counted up from 0; snapshot_changes'
+    newcomers: counted down from a date-dependent point of the upper half of that part), its last
+    1/7 to HOTICH's fresh people (counted up from a point that depends on the delivery)."""
+
+    NATIVE, OTHER = 700_000, 9_000
+
+    def __init__(self, province: str, mode: str = "register", start=0, taken: set[str] | None = None):
+        self.province = province
+        self.mode = mode            # register | newcomer | civil
+        self.start = start
+        self.taken = taken if taken is not None else set()   # newcomer mode: numbers not to use
+        self.buckets: dict[str, list] = {}
+        self._others = [p for p in _current_provinces() if p != province]
+
+    def _slice(self, prefix: str) -> tuple[int, int]:
+        owner = _province_owner().get(prefix[1:])
+        if owner is None or owner == self.province:
+            return 0, self.NATIVE
+        return self.NATIVE + self._others.index(owner) * self.OTHER, self.OTHER
+
+    def bucket(self, key: str) -> list:
+        """[next index, limit, base, offset, size, used] of a bucket (created on first use)."""
+        b = self.buckets.get(key)
+        if b is None:
+            base, size = self._slice(key[:3])
+            limit = size * 6 // 7
+            off = zlib.crc32(f"{key}:{self.province}".encode()) % size
+            nxt = 0
+            if self.mode == "civil":
+                nxt = zlib.crc32(f"{key}:{self.start}".encode()) % (size - limit)
+            elif self.mode == "newcomer":
+                half = limit // 2
+                nxt = half + (self.start + zlib.crc32(key.encode())) % (limit - half)
+            b = self.buckets[key] = [nxt, limit, base, off, size, 0]
+        return b
+
+    def make(self, prefix: str, year: int, female: int) -> str | None:
+        """A new number, or None when the bucket is exhausted."""
+        key = prefix + _century_sex(year, female)
+        b = self.bucket(key)
+        nxt, limit, base, off, size, used = b
+        for _ in range(64):
+            if self.mode == "register":
+                if nxt >= limit:
+                    return None
+                c = nxt
+                nxt += 1
+            elif self.mode == "newcomer":
+                if used >= limit - limit // 2:
+                    return None
+                c = nxt
+                nxt = nxt - 1 if nxt > limit // 2 else limit - 1
+            else:
+                if used >= size - limit:
+                    return None
+                c = limit + (nxt + used) % (size - limit)
+            used += 1
+            pid = f"{key}{base + (c * _A + off) % size:06d}"
+            if pid not in self.taken:
+                if self.mode == "newcomer":
+                    self.taken.add(pid)
+                b[0], b[5] = nxt, used
+                return pid
+        b[0], b[5] = nxt, used
+        return None
+
+    def in_newcomer_range(self, pid: str) -> bool:
+        """Whether an existing valid number lies where newcomers are numbered (snapshot_changes)."""
+        _, limit, base, off, size, _ = self.bucket(pid[:6])
+        s = int(pid[6:]) - base
+        if not 0 <= s < size:
+            return False
+        c = ((s - off) * pow(_A, -1, size)) % size
+        return limit // 2 <= c < limit
+
+
+def is_valid_personal_id(pid: str) -> bool:
+    """The pipeline's format rule: 12 digits, '0' + a pre-2025 province code, digit 4 in 0-5."""
+    return (len(pid) == 12 and pid.isdigit() and pid[0] == "0" and pid[1:3] in _legacy_set()
+            and pid[3] in "012345")
+
+
+def personal_id_agrees(pid: str, birth_text: str, sex_text: str) -> bool:
+    """Digits 4-6 agree with the birth year (last 4 characters of NGAY_SINH) and the sex."""
+    year = int(birth_text.strip()[-4:])
+    female = 1 if _fold(sex_text) == "nu" else 0
+    return pid[3:6] == _century_sex(year, female)
+
+
+@lru_cache(maxsize=1)
+def _legacy_set() -> frozenset[str]:
+    return frozenset(refdata.legacy_province_codes())
+
+
+def _fold(s: str) -> str:
+    """Lower case, no diacritics, no spaces (as code lists are matched)."""
+    s = unicodedata.normalize("NFD", s.strip().lower())
+    return "".join(c for c in s if unicodedata.category(c) != "Mn").replace("đ", "d").replace(" ", "")
+
+
+# ===================================================================== text pools
+
+FAMILY = [("Nguyễn", 380), ("Trần", 110), ("Lê", 95), ("Phạm", 70), ("Hoàng", 35), ("Huỳnh", 16),
+          ("Phan", 45), ("Vũ", 25), ("Võ", 14), ("Đặng", 21), ("Bùi", 20), ("Đỗ", 14), ("Hồ", 13),
+          ("Ngô", 13), ("Dương", 10), ("Lý", 5), ("Đinh", 6), ("Trương", 6), ("Lâm", 4), ("Mai", 4),
+          ("Trịnh", 4), ("Đoàn", 4), ("Lương", 3), ("Tạ", 2), ("Cao", 3), ("Hà", 3), ("Kiều", 1),
+          ("Tô", 2), ("Quách", 1), ("La", 1), ("Châu", 2), ("Thái", 2), ("Lục", 1), ("Phùng", 2),
+          ("Vương", 1), ("Triệu", 1), ("Chu", 1), ("Lưu", 2), ("Nông", 1), ("Âu", 1)]
+MIDDLE_M = ["Văn"] * 12 + ["Đức"] * 4 + ["Minh"] * 4 + ["Quốc"] * 3 + ["Hữu"] * 3 + [
+    "Công", "Thành", "Xuân", "Quang", "Anh", "Hoàng", "Tuấn", "Gia", "Đình", "Trọng", "Bá", "Thanh",
+    "Hải", "Duy", "Mạnh", "Tiến", "Ngọc", "Việt", "Đăng", "Trung", "Nhật", "Bảo", "Hoài", "Văn Minh",
+    "Đức Anh", "Quang Huy", "Hữu Nghĩa"]
+MIDDLE_F = ["Thị"] * 14 + ["Ngọc"] * 3 + ["Thu"] * 2 + ["Thanh"] * 2 + [
+    "Phương", "Minh", "Kim", "Hồng", "Thùy", "Bảo", "Mai", "Khánh", "Hoài", "Diệu", "Quỳnh", "Mỹ",
+    "Lan", "Hải", "Tuyết", "Thị Thu", "Thị Ngọc", "Thị Kim", "Thị Hồng", "Ngọc Bảo", "Phương Thảo"]
+GIVEN_M = ["An", "Anh", "Bảo", "Bình", "Cường", "Dũng", "Dương", "Đạt", "Đức", "Giang", "Hải", "Hiếu",
+           "Hiển", "Hòa", "Hoàng", "Hùng", "Huy", "Hưng", "Khang", "Khánh", "Khoa", "Kiên", "Lâm",
+           "Long", "Lộc", "Mạnh", "Minh", "Nam", "Nghĩa", "Nhân", "Phát", "Phong", "Phúc", "Quân",
+           "Quang", "Sơn", "Tài", "Tâm", "Thắng", "Thành", "Thịnh", "Tiến", "Toàn", "Trung", "Tú",
+           "Tuấn", "Vinh", "Việt", "Vũ", "Thái", "Hậu", "Lợi", "Quý", "Trí", "Tùng", "Duy", "Đông"]
+GIVEN_F = ["An", "Anh", "Chi", "Diệp", "Dung", "Duyên", "Giang", "Hà", "Hạnh", "Hằng", "Hiền", "Hoa",
+           "Hồng", "Huệ", "Hương", "Huyền", "Lan", "Liên", "Linh", "Loan", "Mai", "My", "Nga", "Ngân",
+           "Ngọc", "Nhung", "Oanh", "Phương", "Quyên", "Quỳnh", "Tâm", "Thảo", "Thoa", "Thu", "Thủy",
+           "Trang", "Trâm", "Tuyết", "Uyên", "Vân", "Vy", "Xuân", "Yến", "Nhi", "Hậu", "Lý", "Ánh"]
+ETHNIC = ["Kinh"] * 85 + ["Tày", "Tày", "Thái", "Thái", "Mường", "Mường", "Khmer", "Hoa", "Nùng",
+                          "H'Mông", "Dao", "Gia Rai", "Ê Đê", "Ba Na", "Chăm", "Sán Dìu"]
+STREETS = ["Láng", "Nguyễn Trãi", "Lê Lợi", "Trần Hưng Đạo", "Hai Bà Trưng", "Lý Thường Kiệt",
+           "Phan Đình Phùng", "Nguyễn Huệ", "Cách Mạng Tháng Tám", "Điện Biên Phủ", "Võ Văn Tần",
+           "Hoàng Hoa Thám", "Giải Phóng", "Kim Mã", "Đội Cấn", "Nguyễn Văn Cừ", "Lê Duẩn",
+           "Trường Chinh", "Quang Trung", "Bạch Đằng", "Hùng Vương", "Nguyễn Thị Minh Khai",
+           "Phạm Văn Đồng", "Xô Viết Nghệ Tĩnh", "3 Tháng 2", "Tôn Đức Thắng", "Lạc Long Quân",
+           "Âu Cơ", "Nguyễn Văn Linh", "Lê Văn Sỹ", "Huỳnh Tấn Phát", "Minh Khai", "Tây Sơn"]
+VILLAGES = ["Đông", "Đoài", "Thượng", "Hạ", "Trung", "Tân Lập", "Yên Bình", "An Phú", "Phú Lợi",
+            "Bình An", "Thạnh Mỹ", "Long Hòa", "Phước Hậu", "Na Hang", "Bản Phố"]
+RELATIONS = ["Chủ hộ", "Vợ", "Chồng", "Con", "Bố", "Mẹ", "Cháu", "Khác"]
+HEAD, WIFE, HUSBAND, CHILD, FATHER, MOTHER, GRANDCHILD, OTHER = range(8)
+
+
+# ----- Windows-1258: base letters (with their shape marks) + combining tone marks
+
+_TONE_MARKS = "\u0300\u0301\u0303\u0309\u0323"
+
+
+@lru_cache(maxsize=1)
+def _cp1258_tables() -> tuple[dict[int, str], dict[int, str]]:
+    """(unencodable -> cp1258 decomposition, every toned letter -> cp1258 decomposition)."""
+    safe, full = {}, {}
+    for cp in range(0xC0, 0x1EFA):
+        c = chr(cp)
+        d = unicodedata.normalize("NFD", c)
+        if len(d) == 1:
+            continue
+        tones = "".join(x for x in d if x in _TONE_MARKS)
+        dec = unicodedata.normalize("NFC", "".join(x for x in d if x not in _TONE_MARKS)) + tones
+        try:
+            dec.encode("cp1258")
+        except UnicodeEncodeError:
+            continue
+        if tones:
+            full[cp] = dec
+        try:
+            c.encode("cp1258")
+        except UnicodeEncodeError:
+            safe[cp] = dec
+    return safe, full
+
+
+def _pool(rng: random.Random, pairs, size: int) -> list:
+    """A list of exactly `size` items (a power of two: picked with a bit mask) in which each value
+    appears in proportion to its weight, shuffled."""
+    total = sum(w for _, w in pairs)
+    out = [v for v, w in pairs for _ in range(max(1, round(w * size / total)))]
+    rng.shuffle(out)
+    out = (out * (size // len(out) + 1))[:size]
+    rng.shuffle(out)
+    return out
+
+
+class _Out:
+    """A delivery file being written: encoding, delimiter and line ends of the wire format.
+    Lines are joined from values that are already CSV-quoted (see `quote`) and written in chunks."""
+
+    def __init__(self, path: Path, encoding: str, crlf: bool):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}")
+        self.delimiter = "\t" if encoding == "utf-16" else ","   # Excel "Unicode text": tabs
+        self.nl = "\r\n" if crlf else "\n"
+        codec = "utf-16-le" if encoding == "utf-16" else encoding
+        # written under a hidden name and renamed when complete: an inbox watcher never sees a
+        # half-written delivery
+        self.path = path
+        self.part = path.with_name(f".{path.name}.part")
+        self.fh = open(self.part, "w", encoding=codec, newline="", buffering=1 << 20)
+        if encoding == "utf-16":
+            self.fh.write("\ufeff")
+        # Windows-1258 holds Vietnamese as base letters + combining tone marks
+        self.table = _cp1258_tables()[0] if encoding == "cp1258" else None
+        self._buf = io.StringIO()
+        self._csv = csv.writer(self._buf, delimiter=self.delimiter, lineterminator="")
+
+    def line(self, values) -> str:
+        """One CSV record (RFC 4180 quoting by the csv module), without its line end."""
+        self._buf.seek(0)
+        self._buf.truncate()
+        self._csv.writerow(values)
+        return self._buf.getvalue()
+
+    def quote(self, value: str) -> str:
+        """The value as it must appear in a record: quoted by the csv module when it holds the
+        delimiter, a quote or a line break; as is otherwise."""
+        if self.delimiter in value or '"' in value or "\n" in value or "\r" in value:
+            return self.line([value])
+        return value
+
+    def write_lines(self, lines: list[str]) -> None:
+        if lines:
+            self.write(self.nl.join(lines) + self.nl)
+
+    def write(self, text: str) -> None:
+        if self.table:
+            text = text.translate(self.table)
+        self.fh.write(text)
+
+    def close(self, complete: bool) -> None:
+        """Close; move into place when complete, remove otherwise."""
+        self.fh.close()
+        if complete:
+            os.replace(self.part, self.path)
+        else:
+            self.part.unlink(missing_ok=True)
+
+
+# ===================================================================== the shared generator state
+
+class _Gen:
+    """Pools and state shared by the row makers of one file. Hot-path pools have a power-of-two
+    size so that one getrandbits(64) call feeds several picks."""
+
+    def __init__(self, province: str, date: dt.date, seed: int, quirks: bool, encoding: str,
+                 out: _Out, id_mode: str = "register", id_start=0, taken: set[str] | None = None):
+        self.province = province
+        self.date = date
+        self.quirks = quirks
+        self.out = out
+        rng = self.rng = random.Random(f"content:{seed}")
+        self.grb = rng.getrandbits
+        self.drng = random.Random(f"defects:{seed}")
+        self.refs = refs = _refs(province)
+        self.ids = _Ids(province, id_mode, id_start, taken)
+
+        # days: DAYS[i] = "dd/mm/yyyy" of BASE_DATE + i, YEARS[i] its year
+        n = (date - BASE_DATE).days + 1
+        self.DAYS: list[str] = []
+        self.YEARS: list[int] = []
+        d, one = BASE_DATE, dt.timedelta(days=1)
+        for _ in range(n):
+            self.DAYS.append(f"{d.day:02d}/{d.month:02d}/{d.year}")
+            self.YEARS.append(d.year)
+            d += one
+        self.YK = [(_century_sex(y, 0), _century_sex(y, 1)) for y in range(1900, 2200)]
+        self.delivery = n - 1                 # index of the delivery date
+        self.today = n - 2                    # the last day a register record may have changed
+        self.TIMES = [f"{int(rng.triangular(6, 22, 10)):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+                      for _ in range(4096)]
+
+        # record dates: the legacy era before the reform, the current era after; 30/06 and
+        # 01/07/2025 are never used (a UTC+7 time could fall on either side of the reform in UTC)
+        self.w0 = (REFORM_DATE - BASE_DATE).days - 1            # index of 30/06/2025
+        lo = (min(REGISTER_START, date - dt.timedelta(days=400)) - BASE_DATE).days
+        self.legacy_era = (lo, min(self.w0 - 1, self.today))
+        self.current_era = (max(self.w0 + 2, lo), self.today)
+        if self.legacy_era[0] > self.legacy_era[1]:
+            self.legacy_era = None
+        if self.current_era[0] > self.current_era[1]:
+            self.current_era = None
+        if not (self.legacy_era or self.current_era):
+            raise ValueError(f"delivery date {date} leaves no day for records")
+
+        if encoding == "cp1258":
+            full = _cp1258_tables()[1]
+            self.decompose = lambda s: s.translate(full)
+        else:
+            self.decompose = lambda s: unicodedata.normalize("NFD", s)
+
+        # pools
+        nfc = _nfc
+        self.fam = _pool(rng, [(nfc(f), w) for f, w in FAMILY], 1024)
+        self.mg = tuple(
+            [nfc(f"{mid[rng.randrange(len(mid))]} {giv[rng.randrange(len(giv))]}") for _ in range(4096)]
+            for mid, giv in ((MIDDLE_M, GIVEN_M), (MIDDLE_F, GIVEN_F)))
+        natives = [("0" + lp, 800 / len(refs.native)) for lp in refs.native]
+        others = [("0" + lp, 200 / len(refs.others)) for lp in refs.others] if refs.others else []
+        self.prefixes = _pool(rng, natives + others, 1024)
+        q = quirks
+        self.name_q = 13 if q else 0          # of 128: ALL CAPS, double space, NFD, surrounding spaces
+        self.partial_q = 8 if q else 0        # of 128: 00/mm/yyyy, 00/00/yyyy, yyyy
+        self.legacy_only_share = 0.2 if q else 0.0
+        if q:
+            self.sexv = (_pool(rng, [("Nam", 24), ("NAM", 3), ("nam", 3), ("Nam ", 2)], 32),
+                         _pool(rng, [("Nữ", 22), ("NỮ", 3), ("Nu", 3), (self.decompose("Nữ"), 2),
+                                     (" Nữ", 2)], 32))
+            self.relv = [_pool(rng, [(c, 11), (c.upper(), 1), (c.lower(), 1), (_bare(c), 1), (c.title(), 1),
+                                     (f" {c}", 1)], 16) for c in RELATIONS]
+            self.nat = _pool(rng, [("", 540), ("VN", 420), ("vn", 10), (" VN", 5), ("NULL", 15), ("CN", 3),
+                                   ("KR", 2), ("LA", 2), ("KH", 1), ("US", 1), ("JP", 1)], 1024)
+            self.eth = _pool(rng, [(e, 1) for e in ETHNIC] + [("", 3), ("NULL", 1), ("KINH", 2), ("kinh", 1)],
+                             1024)
+        else:
+            self.sexv = (["Nam"] * 32, ["Nữ"] * 32)
+            self.relv = [[c] * 16 for c in RELATIONS]
+            self.nat = _pool(rng, [("", 55), ("VN", 45)], 1024)
+            self.eth = _pool(rng, [(e, 1) for e in ETHNIC], 1024)
+        self.eth = [out.quote(nfc(e)) for e in self.eth]
+        self.addresses = [out.quote(self.address()) for _ in range(16384)]
+        self.shapes = [self._shape() for _ in range(4096)]
+
+    # ----- households
+
+    _SIZES = [1] * 12 + [2] * 18 + [3] * 24 + [4] * 26 + [5] * 12 + [6] * 6 + [7] * 2
+
+    def _shape(self) -> tuple:
+        """A household: members (relation, female, age in days, family kind), head LAST (popped
+        first). Family kind 0: the household's paternal family name, 1: a family name of one's own."""
+        r = self.rng.random
+        size = self._SIZES[int(r() * len(self._SIZES))]
+        head_age = self.rng.triangular(20, 92, 42)
+        rest = size - 1
+        spouse = rest > 0 and r() < 0.85
+        rest -= spouse
+        female_head = r() < 0.3
+        if female_head:
+            members = [(HEAD, 1, head_age, 1 if spouse else 0)]
+            if spouse:
+                members.append((HUSBAND, 0, max(18.0, head_age + r() * 8 - 2), 0))
+        else:
+            members = [(HEAD, 0, head_age, 0)]
+            if spouse:
+                members.append((WIFE, 1, max(18.0, head_age - r() * 8 + 2), 1))
+        for _ in range(rest):
+            k = r()
+            if k < 0.08 and head_age < 68:
+                f = 1 if r() < 0.6 else 0
+                members.append((MOTHER if f else FATHER, f, head_age + 20 + r() * 12,
+                                1 if f or (female_head and spouse) else 0))
+            elif k < 0.14:
+                members.append((GRANDCHILD, 1 if r() < 0.49 else 0, r() * 18, 0 if r() < 0.5 else 1))
+            elif k < 0.17:
+                members.append((OTHER, 1 if r() < 0.5 else 0, 18 + r() * 50, 1))
+            else:
+                members.append((CHILD, 1 if r() < 0.49 else 0, r() * max(0.5, min(head_age - 19, 40)), 0))
+        return tuple((rel, f, int(min(age, 99.0) * 365.25), kind) for rel, f, age, kind in reversed(members))
+
+    # ----- values
+
+    def name(self, female: int, family: str | None = None) -> str:
+        x = self.grb(32)
+        full = (family or self.fam[x & 1023]) + " " + self.mg[female][(x >> 10) & 4095]
+        qn = (x >> 22) & 127
+        return self.quirk_name(full, qn) if qn < self.name_q else full
+
+    def quirk_name(self, full: str, qn: int) -> str:
+        if qn < 5:
+            return full.upper()
+        if qn < 8:
+            return full.replace(" ", "  ", 1)
+        if qn < 12:
+            return self.decompose(full)
+        return f" {full} "
+
+    def pick(self, seq):
+        return seq[int(self.rng.random() * len(seq))]
+
+    def ward_for(self, day: int, legacy_only_share: float | None = None) -> tuple[str, str]:
+        """(MA_TINH, MA_XA) valid on that day: a pre-2025 ward with its pre-2025 province before the
+        reform; after it a current ward with the current province, or (quirks) a pre-2025 code that
+        is not also a current code, with either province code."""
+        refs = self.refs
+        r = self.rng.random
+        if day < self.w0:
+            code, lp = refs.legacy_wards[int(r() * len(refs.legacy_wards))]
+            return lp, code
+        share = self.legacy_only_share if legacy_only_share is None else legacy_only_share
+        if refs.legacy_only and share and r() < share:
+            code, lp = refs.legacy_only[int(r() * len(refs.legacy_only))]
+            return (lp if r() < 0.5 else self.province), code
+        return self.province, refs.current_wards[int(r() * len(refs.current_wards))]
+
+    def address(self) -> str:
+        """A street address as typed by the office (raw: quote it before use in a record)."""
+        r = self.rng.random
+        k = r()
+        if k < 0.03:
+            return "NULL" if self.quirks and k < 0.015 else ""
+        s = STREETS[int(r() * len(STREETS))]
+        n = 1 + int(r() ** 2 * 400)
+        v = VILLAGES[int(r() * len(VILLAGES))]
+        t = int(r() * 8)
+        if t == 0:
+            return f"Số {n}, ngõ {1 + int(r() * 300)}, phố {s}"
+        if t == 1:
+            return f"{n}/{1 + int(r() * 60)} đường {s}, khu phố {1 + int(r() * 9)}"
+        if t == 2:
+            return f"Số {n} đường {s}, tổ dân phố {1 + int(r() * 30)}"
+        if t == 3:
+            return f"Thôn {v}"
+        if t == 4:
+            return f"Xóm {1 + int(r() * 15)}, thôn {v}"
+        if t == 5:
+            return f"Ấp {v}"
+        if t == 6:
+            return f"Số {n} {s}"
+        return f'Khu tập thể "{"ABCDE"[int(r() * 5)]}{1 + int(r() * 9)}", phòng {100 + int(r() * 400)}'
+
+    def timestamp(self, lo: int, hi: int) -> str:
+        r = self.rng.random
+        return f"{self.DAYS[lo + int(r() * (hi - lo + 1))]} {self.TIMES[int(r() * 4096)]}"
+
+    def new_id(self, birth: int, female: int, prefix: str | None = None) -> str:
+        return self.new_id_year(self.YEARS[birth], female, prefix)
+
+    def new_id_year(self, year: int, female: int, prefix: str | None = None) -> str:
+        year = min(max(year, 1900), 2199)
+        for attempt in range(200):
+            p = prefix if prefix and attempt == 0 else self.prefixes[self.grb(10)]
+            pid = self.ids.make(p, year, female)
+            if pid:
+                return pid
+        raise RuntimeError(f"no personal ID number left for birth year {year} in province {self.province}")
+
+    # ----- defect values (drawn from the defect RNG)
+
+    def bad_personal_id(self, pid: str, year: int, female: int) -> str:
+        """A malformed number whose century/sex/year digits (where still in place) agree with the
+        person, so it breaks only the format rule. Unique when pid is."""
+        d = self.drng
+        v = d.randrange(6)
+        if v == 0:
+            return pid[1:]                              # Excel dropped the leading zero: 11 digits
+        if v == 1:
+            return pid + str(d.randrange(10))           # 13 digits
+        if v == 2:
+            return "O" + pid[1:]                        # letter O typed for the zero
+        if v == 3:
+            return "1" + pid[1:]                        # first three digits not 0 + a province
+        if v == 4:
+            return pid[:3] + "6789"[int(pid[3]) % 4] + pid[4:]   # century/sex digit outside 0-5
+        bad = self.refs.bad_provinces[d.randrange(len(self.refs.bad_provinces))]
+        return self.ids.make("0" + bad, min(max(year, 1900), 2199), female) or pid[1:]
+
+    def bad_ward(self) -> str:
+        return self.refs.bad_wards[self.drng.randrange(len(self.refs.bad_wards))]
+
+    def bad_province(self) -> str:
+        return self.refs.bad_provinces[self.drng.randrange(len(self.refs.bad_provinces))]
+
+
+def _bare(s: str) -> str:
+    s = "".join(c for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) != "Mn")
+    return s.replace("đ", "d").replace("Đ", "D")
+
+
+# ===================================================================== feeds
+#
+# A feed is a maker: called with the file's _Gen and the options of generate() (person_ids, seq,
+# ...; it ignores those it does not use), it returns the row function (or an object with a `row`
+# attribute), which is called once per data row with the defect to inject (None, a rejection
+# code, or "dup1"/"dup2" for the two rows of a duplicate_key pair) and returns the row's values
+# in the feed's `columns` order, each already quoted for the file (gen.out.quote). All random
+# choices come from gen.rng (content) and gen.drng (defects), so files are reproducible.
+
+CUTRU_COLUMNS = ("SO_DINH_DANH", "SO_CMND", "HO_TEN", "NGAY_SINH", "GIOI_TINH", "QUOC_TICH", "DAN_TOC",
+                 "MA_TINH_TT", "MA_XA_TT", "DIA_CHI_TT", "SO_HO", "QUAN_HE_CHU_HO", "NGAY_CAP_NHAT")
+(C_ID, C_CMND, C_NAME, C_BIRTH, C_SEX, C_NAT, C_ETH, C_PROV, C_WARD, C_ADDR, C_HH, C_REL,
+ C_TS) = range(len(CUTRU_COLUMNS))
+
+
+class _Cutru:
+    """CUTRU: one household after another (members share SO_HO, ward, address, ethnicity; children
+    carry the father's family name; NGAY_CAP_NHAT after birth and in the era of the ward code)."""
+
+    columns = CUTRU_COLUMNS
+    codes = ("missing_required", "invalid_personal_id", "invalid_date", "invalid_code",
+             "unknown_admin_unit", "id_mismatch", "duplicate_key")
+
+    def __init__(self, g: _Gen, era: tuple[int, int] | None = None, **_):
+        self.g = g
+        self.era = era          # (first, last day) of NGAY_CAP_NHAT (snapshot_changes' newcomers)
+        self.queue: list[tuple] = []     # members of the current household still to write
+        self.house: list = []            # what they share (filled in place: the row function holds it)
+        self.households = 0
+        self.hh_off = zlib.crc32(g.province.encode())
+        self.dup: tuple | None = None
+        self.fast = g.ids.mode == "register"
+        self.row = self._compile()
+
+    def _household(self) -> None:
+        g = self.g
+        x = g.grb(64)
+        if self.era:
+            era = self.era
+        elif g.legacy_era and (not g.current_era or (x & 1023) < 461):    # 45% before the reform
+            era = g.legacy_era
+        else:
+            era = g.current_era
+        prov, ward = g.ward_for(era[0])
+        addr = g.addresses[(x >> 10) & 16383]
+        eth = g.eth[(x >> 24) & 1023]
+        shape = g.shapes[(x >> 34) & 4095]
+        family = g.fam[(x >> 46) & 1023]
+        self.households += 1
+        so_ho = f"{g.province}{(self.households * 7919 + self.hh_off) % 100000000:08d}"
+        if g.quirks and (x >> 56) & 127 == 0:
+            so_ho = ""
+        today, hi = g.today, era[1]
+        jitter = g.grb(64)
+        queue = self.queue
+        for rel, female, age, kind in shape:
+            birth = today - age - (jitter & 255)
+            jitter >>= 8
+            if birth > hi:
+                birth = hi
+            queue.append((rel, female, birth if birth > 0 else 0, None if kind else family))
+        self.house[:] = (era[0], era[1], prov, ward, addr, so_ho, eth)
+
+    def __call__(self, defect: str | None) -> list:
+        return self.row(defect)
+
+    def _compile(self):
+        """The row function, with every pool in a local cell (this is the hot path)."""
+        g = self.g
+        grb, fam, name_q, quirk_name = g.grb, g.fam, g.name_q, g.quirk_name
+        mg = tuple([" " + v for v in pool] for pool in g.mg)
+        times = [" " + t for t in g.TIMES]
+        DAYS, partial_q, quirks = g.DAYS, g.partial_q, g.quirks
+        YK = [g.YK[y - 1900] for y in g.YEARS]            # digits 4-6 by day of birth and sex
+        cmnd_before = (dt.date(2004, 1, 1) - BASE_DATE).days
+        prefixes, new_id = g.prefixes, g.new_id
+        buckets = g.ids.buckets if self.fast else {}        # fast path: register numbering only
+        sexv, nat, relv = g.sexv, g.nat, g.relv
+        queue, house, household = self.queue, self.house, self._household
+        inject, dup2 = self._inject, self._dup2
+        A = _A
+
+        def row(defect: str | None) -> list:
+            if defect == "dup2":
+                return dup2()
+            if not queue:
+                household()
+            spec = queue.pop()
+            rel, female, birth, family = spec
+            x = grb(64)
+            y = grb(64)
+            lo, hi, prov, ward, addr, so_ho, eth = house
+            name = (family or fam[grb(10)]) + mg[female][x & 4095]
+            qn = (x >> 12) & 127
+            if qn < name_q:
+                name = quirk_name(name, qn)
+            born = DAYS[birth]
+            pb = (x >> 19) & 127
+            if pb < partial_q:
+                born = "00/" + born[3:] if pb < 4 else "00/00/" + born[6:] if pb < 6 else born[6:]
+            cm = (x >> 55) & 127
+            if birth < cmnd_before and cm < 45:
+                cmnd = "%09d" % ((y >> 32) % 1000000000)
+            else:
+                cmnd = "NULL" if cm == 127 and quirks else ""
+            if birth > lo:
+                lo = birth
+            ts = DAYS[lo + (((y & 0xFFFFF) * (hi - lo + 1)) >> 20)] + times[(y >> 20) & 4095]
+            prefix = prefixes[(x >> 45) & 1023]
+            key = prefix + YK[birth][female]
+            b = buckets.get(key)
+            if b is not None and b[0] < b[1]:
+                c = b[0]
+                b[0] = c + 1
+                pid = key + "%06d" % (b[2] + (c * A + b[3]) % b[4])
+            else:
+                pid = new_id(birth, female, prefix)
+            values = [pid, cmnd, name, born, sexv[female][(x >> 26) & 31], nat[(x >> 31) & 1023], eth,
+                      prov, ward, addr, so_ho, relv[rel][(x >> 41) & 15], ts]
+            if defect:
+                inject(defect, values, spec)
+            return values
+        return row
+
+    def _inject(self, code: str, row: list, spec: tuple) -> None:
+        g = self.g
+        d = g.drng
+        _, female, birth, _ = spec
+        year = g.YEARS[birth]
+        if code == "dup1":
+            self.dup = (list(row), spec)
+        elif code == "missing_required":     # never the key, nor the record date (see module doc)
+            row[(C_NAME, C_WARD, C_BIRTH, C_SEX)[d.randrange(4)]] = ("", "NULL", "  ")[d.randrange(3)]
+        elif code == "invalid_personal_id":
+            row[C_ID] = g.bad_personal_id(row[C_ID], year, female)
+        elif code == "invalid_date":         # NGAY_SINH; the year stays readable
+            dm = g.DAYS[birth][:5]
+            leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+            row[C_BIRTH] = d.choice([f"31/02/{year}", f"30/02/{year}", f"31/04/{year}", f"31/06/{year}",
+                                     f"31/09/{year}", f"31/11/{year}", f"32/01/{year}", f"15/13/{year}",
+                                     f"00/13/{year}", f"29/02/{year}" if not leap else f"31/11/{year}",
+                                     "không rõ", "abc", dm])
+        elif code == "invalid_code":
+            v = d.randrange(3)
+            if v == 0:
+                row[C_SEX] = d.choice(["X", "K", "Khác", "M", "F", "0", "1"])
+            elif v == 1:
+                row[C_REL] = d.choice(["Anh", "Em", "Ông", "Bà", "Con dâu", "Con rể", "Chị", "CH"])
+            else:
+                row[C_NAT] = d.choice(["VNM", "Việt Nam", "V", "84", "Viet Nam"])
+        elif code == "unknown_admin_unit":
+            if d.random() < 0.75:
+                row[C_WARD] = g.bad_ward()
+            else:
+                row[C_PROV] = g.bad_province()
+        elif code == "id_mismatch":          # a fresh (unique) number from a wrong bucket
+            prefix = row[C_ID][:3]
+            v = d.randrange(3)
+            if v == 0:      # the sex digit contradicts GIOI_TINH
+                row[C_ID] = g.new_id_year(year, 1 - female, prefix)
+            elif v == 1:    # the year digits contradict NGAY_SINH
+                row[C_ID] = g.new_id_year(year + d.choice([-3, -2, -1, 1, 2, 3, 10]), female, prefix)
+            else:           # the century contradicts NGAY_SINH
+                row[C_ID] = g.new_id_year(year + (100 if year < 2000 else -100), female, prefix)
+        else:
+            raise ValueError(code)
+
+    def _dup2(self) -> list:
+        """The second row of a duplicate pair: same SO_DINH_DANH (and birth date, sex, so the number
+        agrees), another name and address."""
+        g = self.g
+        first, spec = self.dup
+        row = list(first)
+        _, female, _, family = spec
+        while _nfc(row[C_NAME]).strip() == _nfc(first[C_NAME]).strip():
+            row[C_NAME] = g.name(female, family)
+        while row[C_ADDR] in (first[C_ADDR], "", "NULL"):
+            row[C_ADDR] = g.out.quote(g.address())
+        return row
+
+
+HOTICH_COLUMNS = ("SO_SU_KIEN", "LOAI_SU_KIEN", "NGAY_SU_KIEN", "NGAY_DANG_KY", "MA_XA_DANG_KY",
+                  "SO_DINH_DANH", "HO_TEN", "SO_DINH_DANH_LIEN_QUAN")
+H_NO, H_TYPE, H_EVENT, H_REG, H_WARD, H_ID, H_NAME, H_REL = range(len(HOTICH_COLUMNS))
+EVENT_TYPES = ("KHAI_SINH", "KHAI_TU", "KET_HON", "LY_HON")
+
+
+class _Hotich:
+    """HOTICH: civil-status events registered on the delivery date (15%: a few days before, as
+    when days are re-sent). Subjects: fresh people (a newborn's number agrees with the birth date),
+    or taken from person_ids (deaths never repeat a person)."""
+
+    columns = HOTICH_COLUMNS
+    codes = ("missing_required", "invalid_code", "invalid_date", "unknown_admin_unit",
+             "invalid_personal_id", "duplicate_key")
+    _TYPES = [0] * 45 + [1] * 20 + [2] * 28 + [3] * 7
+
+    def __init__(self, g: _Gen, person_ids=None, seq: int = 1, **_):
+        self.g = g
+        g.ids.mode = "civil"
+        g.ids.start = f"{g.date}:{seq}"
+        self.k = 0
+        self.prefix = f"HT-{g.province}-{g.date:%Y%m%d}{seq:03d}"
+        self.known: list[tuple[str, str | None]] = []
+        for p in person_ids or ():
+            pid, name = (p, None) if isinstance(p, str) else (p[0], p[1])
+            pid = pid.strip()
+            if is_valid_personal_id(pid):
+                self.known.append((pid, name))
+        self.dead: set[str] = set()
+        self.dup: tuple | None = None
+        self.type_values = [[t] * 10 + ([t.lower(), t.title(), f" {t} "] if g.quirks else [])
+                            for t in EVENT_TYPES]
+
+    def _known(self, female: int | None = None, death: bool = False) -> tuple[str, str] | None:
+        if not self.known:
+            return None
+        r = self.g.rng.random
+        for _ in range(20):
+            pid, name = self.known[int(r() * len(self.known))]
+            if pid in self.dead or (female is not None and int(pid[3]) % 2 != female):
+                continue
+            if death:
+                self.dead.add(pid)
+            return pid, self.g.out.quote(name) if name else self.g.name(int(pid[3]) % 2)
+        return None
+
+    def _fresh(self, age_lo: float, age_hi: float, day: int, female: int) -> tuple[str, str]:
+        g = self.g
+        birth = max(0, day - int((age_lo + g.rng.random() * (age_hi - age_lo)) * 365.25))
+        return g.new_id(birth, female), g.name(female)
+
+    def __call__(self, defect: str | None) -> list:
+        g = self.g
+        r = g.rng.random
+        if defect == "dup2":     # the same event number again, with another name
+            first, _ = self.dup
+            row = list(first)
+            while _nfc(row[H_NAME]).strip() == _nfc(first[H_NAME]).strip():
+                row[H_NAME] = g.name(g.drng.randrange(2))
+            return row
+        self.k += 1
+        t = self._TYPES[int(r() * 100)]
+        reg = g.delivery if r() < 0.85 else g.delivery - 1 - int(r() * 7)
+        if g.w0 <= reg <= g.w0 + 1:
+            reg = g.w0 - 1
+        if t == 0:      # birth: registered within 60 days, sometimes years late
+            event = reg - int(r() * 60) if r() < 0.95 else reg - int(r() * 3650)
+        elif t == 1:    # death: within days
+            event = reg - int(r() ** 3 * 30)
+        elif t == 2:    # marriage: registered the day it is concluded
+            event = reg
+        else:           # divorce: court decision, then registration
+            event = reg - int(r() * 120)
+        event = max(0, event)
+        _, ward = g.ward_for(reg, 0.15 if g.quirks else 0.0)
+        related = ""
+        if t == 0:
+            female = 1 if r() < 0.49 else 0
+            refs = g.refs
+            pid = g.new_id(event, female, "0" + refs.native[int(r() * len(refs.native))])
+            name = g.name(female)
+        elif t == 1:
+            pid, name = self._known(death=True) or self._fresh(40, 95, event, 1 if r() < 0.45 else 0)
+        else:
+            lo, hi = (20, 40) if t == 2 else (25, 60)
+            husband = self._known(0) or self._fresh(lo, hi, event, 0)
+            wife = self._known(1) or self._fresh(lo, hi, event, 1)
+            (pid, name), (related, _) = (husband, wife) if r() < 0.5 else (wife, husband)
+        if not related and g.quirks and r() < 0.1:
+            related = "NULL"
+        row = [f"{self.prefix}{self.k:07d}", g.pick(self.type_values[t]), g.DAYS[event], g.DAYS[reg],
+               ward, pid, name, related]
+        if defect:
+            self._inject(defect, row, t)
+        return row
+
+    def _inject(self, code: str, row: list, t: int) -> None:
+        g = self.g
+        d = g.drng
+        if code == "dup1":
+            self.dup = (list(row), t)
+        elif code == "missing_required":     # never the key, nor the record date (NGAY_DANG_KY)
+            cols = [H_NAME, H_ID, H_WARD, H_EVENT, H_TYPE] + ([H_REL] if t >= 2 else [])
+            col = cols[d.randrange(len(cols))]
+            if col == H_TYPE:
+                row[H_REL] = ""       # without a type no spouse is required, nor expected
+            row[col] = ("", "NULL", "  ")[d.randrange(3)]
+        elif code == "invalid_code":
+            row[H_TYPE] = d.choice(["NHAN_CON_NUOI", "GIAM_HO", "THAY_DOI_HO_TICH", "KS", "9"])
+            row[H_REL] = ""
+        elif code == "invalid_date":         # NGAY_SU_KIEN
+            day_month, year = row[H_EVENT][:5], row[H_EVENT][6:]
+            row[H_EVENT] = d.choice([f"31/02/{year}", f"30/02/{year}", f"31/04/{year}", f"31/11/{year}",
+                                     f"00/{row[H_EVENT][3:]}", f"32/{row[H_EVENT][3:]}", day_month, "abc"])
+        elif code == "unknown_admin_unit":
+            row[H_WARD] = g.bad_ward()
+        elif code == "invalid_personal_id":
+            col = H_REL if t >= 2 and d.random() < 0.3 else H_ID
+            pid = row[col]
+            year = 1900 + (int(pid[3]) // 2) * 100 + int(pid[4:6])
+            row[col] = g.bad_personal_id(pid, year, int(pid[3]) % 2)
+        else:
+            raise ValueError(code)
+
+
+@dataclass(frozen=True)
+class Feed:
+    name: str
+    columns: tuple[str, ...]     # canonical header, the order the row function returns values in
+    codes: tuple[str, ...]       # the defects it injects, in round-robin order
+    maker: Callable              # maker(gen, **options) -> row function (or object with .row)
+
+
+# One entry per feed; DKKD, TDDAT and GCN will be one more maker each.
+FEEDS: dict[str, Feed] = {
+    "CUTRU": Feed("CUTRU", _Cutru.columns, _Cutru.codes, _Cutru),
+    "HOTICH": Feed("HOTICH", _Hotich.columns, _Hotich.codes, _Hotich),
+}
+
+
+# ===================================================================== generate
+
+def delivery_name(feed: str, province: str, date: dt.date, seq: int, ext: str = "csv") -> str:
+    return f"{feed.upper()}_{province}_{date:%Y%m%d}_{seq:03d}.{ext}"
+
+
+def _defect_plan(codes: tuple[str, ...], total: int) -> Iterator[str]:
+    """Round-robin over the codes until `total` rows; a duplicate pair takes two rows
+    ('dup1', 'dup2') and is skipped when only one row is left."""
+    left, i = total, 0
+    while left > 0:
+        code = codes[i % len(codes)]
+        i += 1
+        if code == "duplicate_key":
+            if left < 2:
+                continue
+            yield "dup1"
+            yield "dup2"
+            left -= 2
+        else:
+            yield code
+            left -= 1
+
+
+def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *,
+             date: dt.date | None = None, seq: int = 1, seed: int = 0, encoding: str = "utf-8",
+             quirks: bool = True, crlf: bool = False, trailing_blank_lines: int = 0,
+             repeat_header_at: int | None = None, person_ids=None, manifest: bool = False) -> dict:
+    """Write one delivery file into out_dir and return its manifest (see the module doc).
+
+    rows: data rows written (a repeated header line is not one); defect_rate: share of rows that
+    carry exactly one defect (round(rows * defect_rate) rows spread at random, codes round-robin,
+    a duplicate_key pair counting 2); date: the delivery date (default 2026-11-20); encoding:
+    utf-8, utf-8-sig (BOM), cp1258, utf-16 (Excel "Unicode text": UTF-16 LE, BOM, tabs);
+    repeat_header_at: write the header again after that many data rows; person_ids (HOTICH):
+    IDs or (ID, name) pairs to use as event subjects; manifest=True also writes
+    <file name>.manifest.json next to the file."""
+    feed = feed.upper()
+    if feed not in FEEDS:
+        raise ValueError(f"unknown feed {feed!r}; known: {', '.join(FEEDS)}")
+    if rows < 0 or not 0 <= defect_rate <= 1:
+        raise ValueError("rows must be >= 0 and defect_rate between 0 and 1")
+    spec = FEEDS[feed]
+    date = date or DEFAULT_DATE
+    _refs(province)                      # fails early on an unknown province
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / delivery_name(feed, province, date, seq)
+
+    out = _Out(path, encoding, crlf)
+    complete = False
+    try:
+        g = _Gen(province, date, seed, quirks, encoding, out)
+        maker = spec.maker(g, person_ids=person_ids, seq=seq)
+        make = getattr(maker, "row", maker)   # the row function
+
+        hrng = random.Random(f"header:{seed}")
+        columns = list(spec.columns)
+        order = list(range(len(columns)))
+        header = list(columns)
+        if quirks:                       # any column order; names in any case, with spaces
+            hrng.shuffle(order)
+            header = []
+            for j in order:
+                h, k = columns[j], hrng.random()
+                header.append(h.lower() if k < 0.15 else f" {h} " if k < 0.25 else h.title() if k < 0.3 else h)
+        reorder = operator.itemgetter(*order)
+        join = out.delimiter.join
+        header_line = out.line(header)
+
+        n_defects = round(rows * defect_rate)
+        plan = _defect_plan(spec.codes, n_defects)
+        counts: dict[str, int] = {}
+        drandom = g.drng.random
+        left = n_defects
+        lines = [header_line]
+        append = lines.append
+        for i in range(rows):
+            if i == repeat_header_at:
+                append(header_line)
+            if left and drandom() * (rows - i) < left:      # selection sampling: exactly n_defects
+                code = next(plan)
+                left -= 1
+                key = "duplicate_key" if code in ("dup1", "dup2") else code
+                counts[key] = counts.get(key, 0) + 1
+                append(join(reorder(make(code))))
+            else:
+                append(join(reorder(make(None))))
+            if not i & 4095:
+                out.write_lines(lines)
+                lines.clear()
+        if repeat_header_at is not None and repeat_header_at >= rows:
+            append(header_line)
+        out.write_lines(lines)
+        out.write(out.nl * trailing_blank_lines)
+        complete = True
+    finally:
+        out.close(complete)
+    result = {"path": str(path), "feed": feed, "province": province, "rows_read": rows,
+              "rejections": {c: counts[c] for c in spec.codes if c in counts},
+              "defect_rows": sum(counts.values())}
+    if manifest:
+        Path(f"{path}.manifest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
+    return result
+
+
+# ===================================================================== reading files back
+
+def sniff(path) -> tuple[str, str, str]:
+    """(Python codec, delimiter, line end) of a delivery file."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+        encoding = "utf-16"
+    elif head.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8-sig"
+    else:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            encoding = "cp1258"
+    first = head.decode(encoding, errors="ignore").lstrip("\ufeff").split("\n", 1)[0]
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    return encoding, delimiter, "\r\n" if first.endswith("\r") else "\n"
+
+
+def _norm_header(names) -> list[str]:
+    return [h.strip().lstrip("\ufeff").strip().upper() for h in names]
+
+
+def _data_lines(fh, header_line: str) -> Iterator[str]:
+    """Lines after the header, without blank lines and repeated header lines."""
+    for line in fh:
+        s = line.rstrip("\r\n")
+        if s and s != header_line and s.strip():
+            yield s
+
+
+def read_rows(path) -> Iterator[list[str]]:
+    """The header (first item) and the data records of a delivery written by this module, values
+    exactly as sent; blank lines and repeated header lines are skipped."""
+    encoding, delimiter, _ = sniff(path)
+    with open(path, encoding=encoding, newline="") as fh:
+        header_line = fh.readline().rstrip("\r\n").lstrip("\ufeff")
+        yield next(csv.reader([header_line], delimiter=delimiter))
+        yield from csv.reader(_data_lines(fh, header_line), delimiter=delimiter)
+
+
+def read_delivery(path) -> Iterator[dict[str, str]]:
+    """Data rows of a delivery as {COLUMN (upper case, trimmed): value as sent}."""
+    it = read_rows(path)
+    header = _norm_header(next(it))
+    for rec in it:
+        yield dict(zip(header, rec))
+
+
+# ===================================================================== weekly snapshots
+
+_NAME = re.compile(r"^(?P<feed>[A-Za-z]+)_(?P<province>\d{2})_(?P<date>\d{8})_(?P<seq>\w+)\.csv$")
+
+
+def snapshot_changes(src_path, out_dir, *, changed: float = 0.01, removed: float = 0.005,
+                     new: float = 0.005, seed: int = 1, date: dt.date | None = None, seq: int = 2) -> dict:
+    """Next week's CUTRU snapshot of a valid one (generated with defect_rate 0), streaming.
+
+    Of the rows_read persons, round(rows_read * changed) change (moved to another ward and
+    address, name corrected, moved to a household of their own, or ethnicity / old ID card
+    corrected; NGAY_CAP_NHAT set to a day between the old and the new delivery date) and
+    round(rows_read * removed) disappear; round(rows_read * new) newcomers (with personal ID
+    numbers no snapshot of the province has used, NGAY_CAP_NHAT in the same week) are inserted
+    at random places. Unchanged rows are copied byte for byte. The new file keeps the source's
+    encoding, delimiter, line ends and header (repeated headers and blank lines are dropped);
+    `date` defaults to the source's date + 7 days. Returns {"path", "rows_read", "changed",
+    "removed", "new", "unchanged"}; rows written = changed + new + unchanged."""
+    src = Path(src_path)
+    m = _NAME.match(src.name)
+    if not m or m["feed"].upper() != "CUTRU":
+        raise ValueError(f"{src.name}: not a CUTRU delivery file name")
+    province = m["province"]
+    old_date = dt.datetime.strptime(m["date"], "%Y%m%d").date()
+    date = date or old_date + dt.timedelta(days=7)
+    if date <= old_date:
+        raise ValueError("the new snapshot must be dated after the source")
+    encoding, delimiter, newline = sniff(src)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / delivery_name("CUTRU", province, date, seq)
+    if path.resolve() == src.resolve():
+        raise ValueError("the new snapshot would overwrite its source")
+
+    # pass 1: count the persons; note the numbers that lie where newcomers are numbered
+    probe = _Ids(province, "newcomer")
+    taken: set[str] = set()
+    n = 0
+    rows = read_rows(src)
+    norm = _norm_header(next(rows))
+    col = {name: norm.index(name) for name in CUTRU_COLUMNS}
+    ci = col["SO_DINH_DANH"]
+    for rec in rows:
+        n += 1
+        pid = rec[ci].strip()
+        if is_valid_personal_id(pid) and probe.in_newcomer_range(pid):
+            taken.add(pid)
+
+    n_changed, n_removed, n_new = round(n * changed), round(n * removed), round(n * new)
+    if n_changed + n_removed > n:
+        raise ValueError("changed + removed exceed the persons in the snapshot")
+    counts = {"changed": 0, "removed": 0, "new": 0, "unchanged": 0}
+    out = _Out(path, encoding, newline == "\r\n")
+    complete = False
+    try:
+        if out.delimiter != delimiter:
+            raise ValueError(f"{src.name}: delimiter {delimiter!r} does not match its encoding")
+        g = _Gen(province, date, seed, True, encoding, out, id_mode="newcomer",
+                 id_start=date.toordinal() * 7919 + seed, taken=taken)
+        first_day = (old_date - BASE_DATE).days
+        maker = _Cutru(g, era=_recent(g, first_day))
+        maker.households = 10**7 + zlib.crc32(f"{date}:{seq}".encode()) % 10**7   # fresh SO_HO numbers
+        reorder = operator.itemgetter(*[CUTRU_COLUMNS.index(name) for name in norm])
+        join = out.delimiter.join
+        r = g.rng.random
+        left_c, left_r, left_n = n_changed, n_removed, n_new
+        with open(src, encoding=encoding, newline="") as fh:
+            header_line = fh.readline().rstrip("\r\n").lstrip("\ufeff")
+            lines = [header_line]
+            append = lines.append
+            i = 0
+            for line in _data_lines(fh, header_line):
+                remaining = n - i
+                i += 1
+                if left_n and r() * remaining < left_n:
+                    left_n -= 1
+                    counts["new"] += 1
+                    append(join(reorder(maker(None))))
+                k = r() * remaining
+                if k < left_c:
+                    left_c -= 1
+                    counts["changed"] += 1
+                    rec = next(csv.reader([line], delimiter=delimiter))
+                    append(out.line(_change(g, maker, rec, col, first_day)))
+                elif k < left_c + left_r:
+                    left_r -= 1
+                    counts["removed"] += 1
+                else:
+                    counts["unchanged"] += 1
+                    append(line)
+                if len(lines) >= 4096:
+                    out.write_lines(lines)
+                    lines.clear()
+            if i != n:
+                raise RuntimeError(f"{src.name} changed while it was read")
+            while left_n:    # only when more newcomers than persons were asked for
+                left_n -= 1
+                counts["new"] += 1
+                append(join(reorder(maker(None))))
+            out.write_lines(lines)
+        complete = True
+    finally:
+        out.close(complete)
+    return {"path": str(path), "rows_read": n, **counts}
+
+
+def _recent(g: _Gen, first_day: int) -> tuple[int, int]:
+    """Days from the old snapshot's date to the day before the new one, on one side of the
+    reorganisation (30/06 and 01/07/2025 excluded)."""
+    lo, hi = first_day, g.today
+    if lo <= g.w0 + 1 and hi >= g.w0:
+        if hi >= g.w0 + 2:
+            lo = g.w0 + 2
+        else:
+            hi = g.w0 - 1
+    return lo, max(lo, hi)
+
+
+def _ts_day(g: _Gen, ts: str) -> int:
+    """Day index of a dd/mm/yyyy timestamp."""
+    d = ts.strip()[:10]
+    return (dt.date(int(d[6:10]), int(d[3:5]), int(d[:2])) - BASE_DATE).days
+
+
+def _change(g: _Gen, maker: _Cutru, rec: list[str], col: dict[str, int], first_day: int) -> list[str]:
+    """A changed version of a person's row (raw values: the caller quotes the record)."""
+    rec = list(rec)
+    r = g.rng.random
+    lo, hi = _recent(g, first_day)
+    day = lo + int(r() * (hi - lo + 1))
+    female = 1 if _fold(rec[col["GIOI_TINH"]]) == "nu" else 0
+    k = r()
+    if k < 0.5:      # moved to another ward of the province
+        old = (rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]])
+        while (rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]]) == old:
+            rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]] = g.ward_for(day)
+        rec[col["DIA_CHI_TT"]] = g.address()
+    else:
+        # a pre-2025 ward code written before the reform becomes its successor when the record
+        # is edited after it (a code used in both eras would otherwise change meaning)
+        ward = rec[col["MA_XA_TT"]].strip()
+        if day > g.w0 and _ts_day(g, rec[col["NGAY_CAP_NHAT"]]) < g.w0 and ward in g.refs.successor:
+            rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]] = g.province, g.refs.successor[ward]
+        if k < 0.7:      # name corrected (same family name)
+            old = rec[col["HO_TEN"]]
+            words = _nfc(old).split()
+            family = words[0].title() if words else None
+            while _nfc(rec[col["HO_TEN"]]).strip() == _nfc(old).strip():
+                rec[col["HO_TEN"]] = g.name(female, family)
+        elif k < 0.85:   # moved to a household of their own
+            maker.households += 1
+            rec[col["SO_HO"]] = f"{g.province}{(maker.households * 7919 + maker.hh_off) % 100000000:08d}"
+            rec[col["QUAN_HE_CHU_HO"]] = g.pick(g.relv[HEAD])
+        else:            # ethnicity / old ID card corrected
+            rec[col["DAN_TOC"]] = g.pick(ETHNIC)
+            rec[col["SO_CMND"]] = ""
+    rec[col["NGAY_CAP_NHAT"]] = g.timestamp(day, day)
+    return rec
+
+
+# ===================================================================== command line
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m pipelines.generate",
+                                description="Write a sample agency delivery with known defects.")
+    p.add_argument("feed", choices=sorted(FEEDS))
+    p.add_argument("rows", type=int)
+    p.add_argument("province")
+    p.add_argument("out_dir")
+    p.add_argument("--defect-rate", type=float, default=0.01)
+    p.add_argument("--date", type=dt.date.fromisoformat, default=None)
+    p.add_argument("--seq", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoding", choices=ENCODINGS, default="utf-8")
+    p.add_argument("--no-quirks", action="store_true")
+    p.add_argument("--crlf", action="store_true")
+    p.add_argument("--manifest", action="store_true")
+    a = p.parse_args(argv)
+    t = time.perf_counter()
+    res = generate(a.feed, a.rows, a.province, a.defect_rate, a.out_dir, date=a.date, seq=a.seq,
+                   seed=a.seed, encoding=a.encoding, quirks=not a.no_quirks, crlf=a.crlf, manifest=a.manifest)
+    secs = time.perf_counter() - t
+    res.update(seconds=round(secs, 2), rows_per_second=round(a.rows / secs) if secs else None,
+               bytes=Path(res["path"]).stat().st_size)
+    print(json.dumps(res, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
