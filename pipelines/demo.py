@@ -80,7 +80,7 @@ def run_demo() -> int:
     print(f"warehouse: {redact_url(url)}", file=sys.stderr)
     made = generate_samples()
     print(f"generated {len(made)} sample deliveries into {s.inbox}", file=sys.stderr)
-    receipts = run_dags()
+    receipts = run_dags(reprocess=True)  # a second demo shows every delivery as a duplicate
     print()
     print(summary_table(receipts))
     print()

@@ -44,6 +44,7 @@ Adding a feed = one maker + one entry in ``FEEDS``. Command line:
 from __future__ import annotations
 
 import argparse
+import functools
 import codecs
 import csv
 import datetime as dt
@@ -1209,6 +1210,27 @@ def _recent(g: _Gen, first_day: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+def _current_ward(g: _Gen, code: str, day: int) -> str:
+    """The current ward a sent code means on that day (as the pipeline conforms it)."""
+    code = code.strip()
+    if code in g.refs.successor and (day < g.w0 or code not in _national_current_wards()):
+        return g.refs.successor[code]
+    return code
+
+
+@functools.lru_cache(maxsize=None)
+def _national_current_wards() -> frozenset:
+    from .refdata import admin_unit_rows
+
+    return frozenset(r[0] for r in admin_unit_rows() if r[1] == "ward" and r[6] is None)
+
+
+def _conformed_name(name: str) -> str:
+    """A name as the pipeline stores it: NFC, spaces collapsed, ALL CAPS to title case."""
+    text = " ".join(_nfc(name).split())
+    return text.title() if text.isupper() else text
+
+
 def _ts_day(g: _Gen, ts: str) -> int:
     """Day index of a dd/mm/yyyy timestamp."""
     d = ts.strip()[:10]
@@ -1223,9 +1245,10 @@ def _change(g: _Gen, maker: _Cutru, rec: list[str], col: dict[str, int], first_d
     day = lo + int(r() * (hi - lo + 1))
     female = 1 if _fold(rec[col["GIOI_TINH"]]) == "nu" else 0
     k = r()
-    if k < 0.5:      # moved to another ward of the province
-        old = (rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]])
-        while (rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]]) == old:
+    if k < 0.5:      # moved to another ward of the province (another ward once conformed, too)
+        old_code = rec[col["MA_XA_TT"]]
+        old = _current_ward(g, old_code, _ts_day(g, rec[col["NGAY_CAP_NHAT"]]))
+        while rec[col["MA_XA_TT"]] == old_code or _current_ward(g, rec[col["MA_XA_TT"]], day) == old:
             rec[col["MA_TINH_TT"]], rec[col["MA_XA_TT"]] = g.ward_for(day)
         rec[col["DIA_CHI_TT"]] = g.address()
     else:
@@ -1238,14 +1261,16 @@ def _change(g: _Gen, maker: _Cutru, rec: list[str], col: dict[str, int], first_d
             old = rec[col["HO_TEN"]]
             words = _nfc(old).split()
             family = words[0].title() if words else None
-            while _nfc(rec[col["HO_TEN"]]).strip() == _nfc(old).strip():
+            while _conformed_name(rec[col["HO_TEN"]]) == _conformed_name(old):
                 rec[col["HO_TEN"]] = g.name(female, family)
         elif k < 0.85:   # moved to a household of their own
             maker.households += 1
             rec[col["SO_HO"]] = f"{g.province}{(maker.households * 7919 + maker.hh_off) % 100000000:08d}"
             rec[col["QUAN_HE_CHU_HO"]] = g.pick(g.relv[HEAD])
-        else:            # ethnicity / old ID card corrected
-            rec[col["DAN_TOC"]] = g.pick(ETHNIC)
+        else:            # ethnicity corrected, old ID card dropped
+            old = rec[col["DAN_TOC"]].strip()
+            while rec[col["DAN_TOC"]].strip() == old:
+                rec[col["DAN_TOC"]] = g.pick(ETHNIC)
             rec[col["SO_CMND"]] = ""
     rec[col["NGAY_CAP_NHAT"]] = g.timestamp(day, day)
     return rec
