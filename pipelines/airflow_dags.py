@@ -22,7 +22,7 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import DAG, Asset, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from . import orchestration
@@ -74,12 +74,16 @@ def build_ingest_dag(c: Contract) -> DAG:
         dagrun_timeout=timedelta(hours=6),
         default_args=_default_args(),
         tags=["corehub", f"feed:{c.feed}", f"entity:{c.entity}"],
+        params={"reprocess": Param(False, type="boolean",
+                                   description="Offer every inbox file again, also those processed before "
+                                               "(their receipts say 'duplicate')")},
     ) as dag:
 
         @task
         def find_new_files(feed: str) -> list[str]:
-            """The feed's inbox files not processed yet."""
-            paths = orchestration.pending_files(feed)
+            """The feed's inbox files not processed yet (or all of them, with the param reprocess)."""
+            reprocess = bool(get_current_context()["params"].get("reprocess"))
+            paths = orchestration.pending_files(feed, include_processed=reprocess)
             log.info("%d new %s file(s): %s", len(paths), feed, [Path(p).name for p in paths])
             return paths
 
@@ -107,8 +111,8 @@ def build_ingest_dag(c: Contract) -> DAG:
         @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
         def surface_failures() -> None:
             """Runs only when a task above failed: fails the DAG run so that it is noticed."""
-            raise AirflowFailException("a delivery task failed (see the failed map indexes of `ingest`); "
-                                       "the other deliveries were still processed")
+            raise AirflowFailException("a task of this run failed: find_new_files, or the ingest of a delivery "
+                                       "(see the failed map indexes of `ingest`; the others were processed)")
 
         files = find_new_files(c.feed)
         receipts = ingest.expand(path=files)

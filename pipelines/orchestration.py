@@ -49,12 +49,13 @@ def ingest_dag_id(feed: str) -> str:
 
 # --------------------------------------------------------------------------- what the tasks call
 
-def pending_files(feed: str) -> list[str]:
+def pending_files(feed: str, include_processed: bool = False) -> list[str]:
     """The feed's inbox files not yet processed, as absolute paths sorted by file name.
 
     A file belongs to the feed when its name starts with `<FEED>_` (any case). A file whose bytes
     were already processed (any outcome: the inbox is never emptied) is left out, as told by
-    `pipelines.ingest.already_processed(paths) -> set[str]` when the ingest module provides it.
+    `pipelines.ingest.already_processed(paths) -> set[str]` when the ingest module provides it,
+    unless include_processed (then ingest answers 'duplicate' for those).
     """
     inbox = settings().feed_inbox(feed)
     if not inbox.is_dir():
@@ -62,8 +63,8 @@ def pending_files(feed: str) -> list[str]:
     prefix = f"{feed.upper()}_"
     paths = [str(p) for p in sorted(inbox.iterdir(), key=lambda p: p.name)
              if p.is_file() and p.name.upper().startswith(prefix)]
-    if not paths:
-        return []
+    if not paths or include_processed:
+        return paths
     from . import ingest
 
     if hasattr(ingest, "already_processed"):
@@ -76,12 +77,15 @@ def receipt_summary(receipt: dict) -> str:
     """One line for the task log that says what happened to a delivery."""
     name = Path(str(receipt.get("file", "?"))).name
     status = receipt.get("status", "?")
-    line = (f"{receipt.get('feed', '?')} delivery {receipt.get('delivery_id', '?')} ({name}): {status}; "
+    line = (f"{receipt.get('feed') or '?'} delivery {receipt.get('delivery_id', '?')} ({name}): {status}; "
             f"rows read {receipt.get('rows_read', 0)}, loaded {receipt.get('rows_loaded', 0)}, "
             f"quarantined {receipt.get('rows_quarantined', 0)}")
     if status == "rejected":
-        reasons = receipt.get("rejections") or []
-        line += "; REJECTED: " + "; ".join(str(r) for r in reasons[:5]) if reasons else "; REJECTED"
+        line += f"; REJECTED: {receipt.get('reason') or 'see the report'}"
+    rejections = receipt.get("rejections")
+    if rejections:
+        items = rejections.items() if isinstance(rejections, dict) else enumerate(rejections)
+        line += "; quarantined for " + ", ".join(f"{code}: {n}" for code, n in items)
     if receipt.get("report"):
         line += f"; report {receipt['report']}"
     return line
@@ -160,14 +164,15 @@ def ensure_airflow_db() -> bool:
     """Migrate Airflow's local metadata DB unless done already for this Airflow version.
 
     Runs `airflow db migrate` in a subprocess with `airflow_env()`, so it works whatever this
-    process has imported. A marker file (`airflow_home()/.migrated`) holds the Airflow version and
-    the database URL; the work is skipped while they match and the database file exists. Safe
-    against concurrent callers (file lock). Returns True when it migrated.
+    process has imported. A marker file (`airflow_home()/.migrated`) holds the Airflow version; the
+    work is skipped while it matches and the database file exists (so a copied home, marker and
+    airflow.db together, counts as migrated). Safe against concurrent callers (file lock).
+    Returns True when it migrated.
     """
     env_vars = airflow_env()
     home = Path(env_vars["AIRFLOW_HOME"])
     marker = home / ".migrated"
-    stamp = f"{_airflow_version()}\n{env_vars['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}\n"
+    stamp = f"apache-airflow-core {_airflow_version()}\n"
     db_file = home / "airflow.db"
 
     def done() -> bool:
@@ -202,12 +207,16 @@ class DagRunFailed(RuntimeError):
         self.receipts = [r for run in runs for r in run.get("receipts", [])]
 
 
-def run_dags_detailed(feeds: list[str] | None = None, *, publish: bool = True,
+def run_dags_detailed(feeds: list[str] | None = None, *, publish: bool = True, reprocess: bool = False,
                       retries: int = 0, timeout: float | None = None) -> list[dict]:
     """Run every feed's ingest DAG once with `dag.test()`, then the publish DAG, in a subprocess.
 
+    reprocess: run the ingest DAGs with the param reprocess=true, so that files processed before
+    are offered again (their receipts say 'duplicate'); by default only new files are ingested.
+
     Returns one dict per DAG run: dag_id, run_id, state, seconds, tasks (task_id, map_index,
-    state) and receipts (the ingest task's return values in map-index order). The child process
+    state), receipts (the ingest task's return values in map-index order) and asset_events
+    (asset name, uri, task_id, extra) emitted by the run. The child process
     inherits os.environ (COREHUB_HOME, WAREHOUSE_URL) plus `airflow_env()`.
     """
     ensure_airflow_db()
@@ -220,6 +229,8 @@ def run_dags_detailed(feeds: list[str] | None = None, *, publish: bool = True,
     cmd = [sys.executable, "-m", "pipelines.orchestration", "run", *feeds]
     if not publish:
         cmd.append("--no-publish")
+    if reprocess:
+        cmd.append("--reprocess")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     result = next((line[len(RESULT_MARKER):] for line in reversed(proc.stdout.splitlines())
                    if line.startswith(RESULT_MARKER)), None)
@@ -229,13 +240,14 @@ def run_dags_detailed(feeds: list[str] | None = None, *, publish: bool = True,
     return json.loads(result)
 
 
-def run_dags(feeds: list[str] | None = None, *, publish: bool = True) -> list[dict]:
+def run_dags(feeds: list[str] | None = None, *, publish: bool = True, reprocess: bool = False) -> list[dict]:
     """Run the ingest DAGs (then publish) locally; return the receipts of the deliveries processed.
 
-    For `corehub demo`. Raises DagRunFailed when a DAG run did not succeed (its `.receipts`
-    still holds what was processed).
+    For `corehub demo`. Only files not processed before are ingested, as on the schedule; with
+    reprocess=True every inbox file is offered again and comes back 'duplicate'. Raises
+    DagRunFailed when a DAG run did not succeed (its `.receipts` still holds what was processed).
     """
-    runs = run_dags_detailed(feeds, publish=publish)
+    runs = run_dags_detailed(feeds, publish=publish, reprocess=reprocess)
     failed = [r for r in runs if r["state"] != "success"]
     if failed:
         lines = [f"{r['dag_id']} {r['run_id']}: {r['state']}; failed tasks: "
@@ -248,10 +260,12 @@ def run_dags(feeds: list[str] | None = None, *, publish: bool = True) -> list[di
 
 # --------------------------------------------------------------------------- the child process
 
-def _run_in_this_process(feeds: list[str], publish: bool) -> list[dict]:
+def _run_in_this_process(feeds: list[str], publish: bool, reprocess: bool = False) -> list[dict]:
     """dag.test() each DAG here. Only call with airflow_env() set before airflow was imported."""
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent
     from airflow.models.xcom import XComModel
+    from sqlalchemy import select
     from airflow.utils.session import create_session
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
@@ -263,19 +277,24 @@ def _run_in_this_process(feeds: list[str], publish: bool) -> list[dict]:
         if dag_id not in bag.dags:
             raise RuntimeError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; known: {sorted(bag.dags)}")
         started = time.monotonic()
-        dr = bag.dags[dag_id].test()
+        conf = {"reprocess": True} if reprocess and dag_id != PUBLISH_DAG_ID else None
+        dr = bag.dags[dag_id].test(run_conf=conf)
         seconds = round(time.monotonic() - started, 2)
         with create_session() as session:
             tis = sorted(dr.get_task_instances(session=session), key=lambda t: (t.task_id, t.map_index))
             rows = session.scalars(XComModel.get_many(run_id=dr.run_id, dag_ids=dag_id,
                                                       task_ids=INGEST_TASK_ID, key="return_value")).all()
             receipts = [XComModel.deserialize_value(x) for x in sorted(rows, key=lambda x: x.map_index)]
+            events = session.scalars(select(AssetEvent).where(AssetEvent.source_dag_id == dag_id,
+                                                              AssetEvent.source_run_id == dr.run_id)).all()
             runs.append({
                 "dag_id": dag_id, "run_id": dr.run_id, "state": str(getattr(dr.state, "value", dr.state)),
                 "seconds": seconds,
                 "tasks": [{"task_id": t.task_id, "map_index": t.map_index,
                            "state": str(getattr(t.state, "value", t.state))} for t in tis],
                 "receipts": receipts,
+                "asset_events": [{"asset": e.asset.name, "uri": e.asset.uri, "task_id": e.source_task_id,
+                                  "extra": e.extra} for e in events],
             })
     return runs
 
@@ -286,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="dag.test() the ingest DAGs (then publish); print the runs as JSON")
     run.add_argument("feeds", nargs="*", help="feeds to run (default: every contract)")
     run.add_argument("--no-publish", action="store_true")
+    run.add_argument("--reprocess", action="store_true", help="offer processed files again (duplicates)")
     sub.add_parser("migrate", help="migrate the local Airflow metadata DB (once)")
     sub.add_parser("env", help="print the local Airflow environment as shell exports")
     args = parser.parse_args(argv)
@@ -300,11 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     if "airflow" in sys.modules:
         raise RuntimeError("airflow was imported before its environment was set")
     os.environ.update(airflow_env())  # before the first airflow import
+    os.environ.setdefault("COREHUB_AIRFLOW_RETRIES", "0")  # dag.test() waits out retry delays: fail fast
     ensure_airflow_db()
     from .contracts import all_contracts
 
     feeds = [f.upper() for f in args.feeds] or list(all_contracts())
-    runs = _run_in_this_process(feeds, publish=not args.no_publish)
+    runs = _run_in_this_process(feeds, publish=not args.no_publish, reprocess=args.reprocess)
     sys.stdout.flush()
     print(RESULT_MARKER + json.dumps(runs, default=str), flush=True)
     return 0
