@@ -56,16 +56,17 @@ def _people(inbox, province: str, limit: int = 500) -> list[str]:
 
 
 def summary_table(receipts: list[dict]) -> str:
-    header = ("feed", "file", "status", "read", "loaded", "quarantined", "new", "changed", "removed")
+    header = ("feed", "file", "status", "read", "loaded", "quarantined", "new", "changed", "removed", "findings")
     rows = [(r["feed"] or "-", r["file"], r["status"], r["rows_read"], r["rows_loaded"], r["rows_quarantined"],
-             r["changes"]["new"], r["changes"]["changed"], r["changes"]["removed"]) for r in receipts]
+             r["changes"]["new"], r["changes"]["changed"], r["changes"]["removed"],
+             ", ".join(f"{k} {v}" for k, v in r["findings"].items()) or "-") for r in receipts]
     totals = {}
     for r in receipts:
         t = totals.setdefault(r["feed"], [0, 0, 0])
         t[0] += r["rows_read"]
         t[1] += r["rows_loaded"]
         t[2] += r["rows_quarantined"]
-    rows += [(feed, "(all deliveries)", "", *t, "", "", "") for feed, t in totals.items()]
+    rows += [(feed, "(all deliveries)", "", *t, "", "", "", "") for feed, t in totals.items()]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line("-" * w for w in widths), *(line(r) for r in rows)])

@@ -13,10 +13,13 @@ the validation as one HTML file for the delivering agency.
 Cost: GX bundles the per-column unexpected counts of all expectations into ONE aggregate query
 (`select sum(case when rule_x is not null ...), ... from t`) next to one `count(*)`. What it does
 not bundle is the sample of offending values: one `... where rule_x is not null limit n` per
-column, computed even when the column has no failures, and then it reads the whole table to find
+column, sent even when the column has no failures, and then it reads the whole table to find
 nothing. So the suite runs first without samples (`partial_unexpected_count: 0`, i.e. `limit 0`);
 only when some rule failed is a second run made, of just the failed expectations, to sample their
-offending values. A clean delivery costs two scans; a failing one four plus short sample queries.
+offending values (that run repeats the count and the aggregate, GX caches no metrics across runs).
+A clean delivery costs two scans; a failing one four plus sample queries that stop early.
+Measured on 10M rows (1 GB): clean 2.0-2.4 s against 5-6 s with samples in one run (7 s with
+GX's default SUMMARY format); five of seven rules failing 3.0-3.4 s against 2.9-3.6 s.
 """
 from __future__ import annotations
 
@@ -182,6 +185,24 @@ def _result_format(sample: int) -> dict:
     return {"result_format": "BASIC", "partial_unexpected_count": sample}
 
 
+def _exception_message(evr) -> str | None:
+    """GX's error for an expectation it could not evaluate, if any. exception_info is either one
+    {raised_exception, exception_message, ...} or, when a metric failed, such a dict per metric."""
+    info = evr.exception_info or {}
+    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    for entry in entries:
+        if entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "failed")
+    return None
+
+
+def _raise_for_errors(result, table: str) -> None:
+    errors = [f"{_code(evr)}: {message}" for evr in result.results
+              if (message := _exception_message(evr)) is not None]
+    if errors:
+        raise ValidationError(f"GX could not validate {table}: " + "; ".join(errors))
+
+
 def _code(evr) -> str:
     return (evr.expectation_config.meta or {}).get("code") or evr.expectation_config.kwargs.get("column")
 
@@ -194,67 +215,81 @@ def validate(url: str, table: str, contract: Contract, report_path: Path, *, sch
     """
     report_path = Path(report_path)
     suite = build_suite(contract)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = _no_progress_bars()
+    context = _ephemeral_context()
     datasource = context.data_sources.add_postgres(
         "warehouse", connection_string=_sqlalchemy_url(url))
     try:
         asset = datasource.add_table_asset(name=table, table_name=table, schema_name=schema)
         batch_definition = asset.add_batch_definition_whole_table("whole table")
-        result = _run(context, batch_definition, suite, "counts", sample=0)
-        failed = [evr for evr in result.results
-                  if not evr.success and "column" in evr.expectation_config.kwargs]
+        result = _run(context, batch_definition, suite, "counts", sample=0,
+                      run_name=f"{contract.feed} {schema}.{table}")
+        _raise_for_errors(result, f"{schema}.{table}")
+        failed = {evr.expectation_config.kwargs["column"] for evr in result.results
+                  if not evr.success and "column" in evr.expectation_config.kwargs}
         if failed:
-            # Second run, failed rules only, for a sample of their offending values.
-            names = {evr.expectation_config.kwargs["column"] for evr in failed}
-            again = gx.ExpectationSuite(
-                name=f"{suite.name}_samples", meta=suite.meta,
+            # A second run of the failed rules only, for a sample of their offending values.
+            samples = gx.ExpectationSuite(
+                name=f"{suite.name}_samples", meta=dict(suite.meta),
                 expectations=[e for e in build_suite(contract).expectations
-                              if getattr(e, "column", None) in names])
-            sampled = {evr.expectation_config.kwargs["column"]: evr
-                       for evr in _run(context, batch_definition, again, "samples",
-                                       sample=SAMPLE_SIZE).results}
-            result.results = [sampled.get(evr.expectation_config.kwargs.get("column"), evr)
+                              if getattr(e, "column", None) in failed])
+            sampled = _run(context, batch_definition, samples, "samples", sample=SAMPLE_SIZE,
+                           run_name=f"{contract.feed} {schema}.{table} samples")
+            _raise_for_errors(sampled, f"{schema}.{table}")
+            by_column = {evr.expectation_config.kwargs["column"]: evr for evr in sampled.results}
+            result.results = [by_column.get(evr.expectation_config.kwargs.get("column"), evr)
                               for evr in result.results]
     finally:
         _close(datasource)
 
-    errors = [f"{_code(evr)}: {evr.exception_info.get('exception_message')}"
-              for evr in result.results
-              if (evr.exception_info or {}).get("raised_exception")]
-    if errors:
-        raise ValidationError(f"GX could not validate {schema}.{table}: " + "; ".join(errors))
-
-    unexpected = {}
+    counts = {}
     row_count = 0
-    for evr in result.results:
+    for evr in result.results:  # not necessarily in suite order
         if evr.expectation_config.type == "expect_table_row_count_to_be_between":
-            row_count = int(evr.result["observed_value"])
+            row_count = int(evr.result["observed_value"] or 0)
         else:
-            unexpected[_code(evr)] = int(evr.result.get("unexpected_count") or 0)
+            counts[_code(evr)] = int(evr.result["unexpected_count"] or 0)  # None on an empty table
+    unexpected = {code: counts[code] for code in contract.rejection_codes}
     write_report(result, report_path, title=title)
     return {"success": bool(result.success), "row_count": row_count, "unexpected": unexpected,
             "report": str(report_path)}
 
 
-def _no_progress_bars():
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def _ephemeral_context():
+    """In-memory stores, no Data Docs site (the default ephemeral config reserves a temporary
+    folder for one), no progress bars (tqdm on stderr for every metric graph otherwise)."""
+    from great_expectations.data_context.types.base import (DataContextConfig,
+                                                            InMemoryStoreBackendDefaults,
+                                                            ProgressBarsConfig)
 
-    return ProgressBarsConfig(globally=False, metric_calculations=False)
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False))
+    return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _run(context, batch_definition, suite, name: str, *, sample: int):
+def _run(context, batch_definition, suite, name: str, *, sample: int, run_name: str):
+    from great_expectations.core.run_identifier import RunIdentifier
+
     suite = context.suites.add(suite)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite.name} {name}", data=batch_definition, suite=suite))
-    return definition.run(result_format=_result_format(sample))
+    return definition.run(result_format=_result_format(sample),
+                          run_id=RunIdentifier(run_name=run_name, run_time=_now()))
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _close(datasource) -> None:
-    """Give back the connections GX pooled (a worker runs many validations)."""
-    engine = getattr(datasource, "execution_engine", None)
-    if engine is not None:
-        engine.close()
+    """Give back the connections GX pooled: it keeps two engines per data source (one for
+    checking assets, one in the execution engine) and disposes neither (a worker runs many)."""
+    execution_engine = datasource.execution_engine
+    if execution_engine is not None:
+        execution_engine.close()
+    datasource.get_engine().dispose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,9 +304,9 @@ def render_html(result, *, title: str) -> str:
     linked from their CDNs (the page reads fine without them, just plainer).
 
     GX's Jinja environment does not autoescape its .j2 templates: only string-template parameters
-    are escaped. The sampled offending values land in table cells as they are, an expectation's
-    description is used as a template and the page title is printed raw, so all three are escaped
-    here (agency data can contain markup).
+    are escaped. The sampled offending values and the run name land in table cells as they are,
+    an expectation's description is used as a template and the page title is printed raw, so all
+    of them are escaped here (agency data can contain markup).
     """
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
@@ -289,7 +324,12 @@ def _escaped_for_html(result):
     def esc(value):
         return html.escape(value) if isinstance(value, str) else value
 
+    from great_expectations.core.run_identifier import RunIdentifier
+
     copy = deepcopy(result)
+    run_id = copy.meta.get("run_id")
+    if isinstance(run_id, RunIdentifier) and run_id.run_name:  # shown in a raw table cell
+        copy.meta["run_id"] = RunIdentifier(run_name=html.escape(run_id.run_name), run_time=run_id.run_time)
     for evr in copy.results:
         config = evr.expectation_config
         if config is not None and config.description:
