@@ -20,18 +20,17 @@ Environment
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 from .config import PROJECT_ROOT, settings
+from .locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +148,6 @@ def _airflow_version() -> str:
     return metadata.version("apache-airflow-core")
 
 
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
 
 def ensure_airflow_db() -> bool:
     """Migrate Airflow's local metadata DB unless done already for this Airflow version.
@@ -180,7 +169,7 @@ def ensure_airflow_db() -> bool:
 
     if done():
         return False
-    with _file_lock(home / ".migrate.lock"):
+    with file_lock(home / ".migrate.lock"):
         if done():
             return False
         started = time.monotonic()

@@ -6,18 +6,17 @@ other clients until `corehub stop`.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from .config import Settings, settings
+from .locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +38,8 @@ def _pgdata(s: Settings) -> Path:
     return s.home / "warehouse" / "pgdata"
 
 
-@contextmanager
 def _lock(s: Settings):
-    path = s.home / "warehouse" / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(s.home / "warehouse" / ".lock")
 
 
 def _run_as_owner(args: list[str]) -> None:
