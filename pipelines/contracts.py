@@ -63,7 +63,7 @@ class Contract:
     code_lists: dict = field(default_factory=dict)
     findings: tuple[dict, ...] = ()
     derived: dict = field(default_factory=dict)
-    enrich: dict = field(default_factory=dict)     # stored column -> SQL over the accepted row `a`
+    enrich: dict = field(default_factory=dict)     # join: SQL joined to the accepted row `a`; columns: stored column -> SQL
     effects: tuple[dict, ...] = ()                 # merges into other entities after this feed's
     ignore_in_hash: tuple[str, ...] = ()           # stored columns whose change alone is no new version
     path: Path | None = None

@@ -41,30 +41,30 @@ def hash_sql(columns: list[str], target: Target, alias: str) -> str:
 
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
-          snapshot_scope: str | None = None, snapshot_at: str | None = None,
-          keep_keys: str | None = None) -> dict[str, int]:
+          snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None) -> dict[str, int]:
     """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
 
     snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
     scope missing from them are ended at snapshot_at, except keys listed by the query keep_keys
     (rows of this delivery that were quarantined: present, but not yet readable).
     Returns counts of new, changed, unchanged, removed keys.
+
+    Written for weekly snapshots of millions of rows where few change: only the changed and
+    removed keys are written to a work table; everything else is one anti-join.
     """
     cols = content_columns(conn, target)
     key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
     key_cols = ", ".join(target.key)
     chg = f"stage.changes_{delivery_id}_{target.entity}"  # unlogged work table (temp tables are slow here)
-    conn.execute(f"analyze {incoming}")
     conn.execute(f"drop table if exists {chg}")
+    # the keys whose current version differs (content or scope) from the incoming row
     conn.execute(f"""
         create unlogged table {chg} as
-        select {', '.join('a.' + k for k in target.key)},
-               case when h.version_id is null then 'new'
-                    when h.content_hash = {hash_sql(cols, target, 'a')} and h.scope = a._scope then 'unchanged'
-                    else 'changed' end as op,
+        select {', '.join('a.' + k for k in target.key)}, 'changed'::text as op,
                h.version_id, h.valid_from as old_valid_from, a._valid_from as new_valid_from
         from {incoming} a
-        left join {target.table} h on {key_join} and {CURRENT.format(a='h')}""")
+        join {target.table} h on {key_join} and {CURRENT.format(a='h')}
+        where h.content_hash <> {hash_sql(cols, target, 'a')} or h.scope <> a._scope""")
     if snapshot_scope is not None:
         keep = f"and h.{target.key[0]}::text not in ({keep_keys})" if keep_keys else ""
         conn.execute(f"""
@@ -75,7 +75,6 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
             where {CURRENT.format(a='h')} and h.scope = %(scope)s
               and not exists (select 1 from {incoming} a where {key_join}) {keep}""",
                      {"scope": snapshot_scope, "at": snapshot_at})
-
     conn.execute(f"analyze {chg}")
     col_list = ", ".join(cols)
     # end the versions that changed or left: record the old version with its valid_to closed
@@ -83,7 +82,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         with ended as (
             update {target.table} h set recorded_to = now()
             from {chg} c
-            where h.version_id = c.version_id and c.op in ('changed', 'removed')
+            where h.version_id = c.version_id
             returning h.*, c.new_valid_from
         )
         insert into {target.table} ({col_list}, scope, content_hash, delivery_id,
@@ -91,14 +90,18 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         select {col_list}, scope, content_hash, delivery_id, valid_from, new_valid_from, now()
         from ended
         where new_valid_from > valid_from""")
-    # the new versions
-    conn.execute(f"""
+    # the new versions: every incoming key without a current version now (new, or just ended)
+    inserted = conn.execute(f"""
         insert into {target.table} ({col_list}, scope, content_hash, delivery_id, valid_from, recorded_from)
         select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, %(delivery)s,
                greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
         from {incoming} a
-        join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
-        where c.op in ('new', 'changed')""", {"delivery": delivery_id})
+        left join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
+        where not exists (select 1 from {target.table} h where {key_join} and {CURRENT.format(a='h')})""",
+                            {"delivery": delivery_id}).rowcount
     counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
+    total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
     conn.execute(f"drop table {chg}")
-    return {op: counts.get(op, 0) for op in ("new", "changed", "unchanged", "removed")}
+    changed = counts.get("changed", 0)
+    return {"new": inserted - changed, "changed": changed, "unchanged": total - inserted,
+            "removed": counts.get("removed", 0)}

@@ -260,9 +260,10 @@ class Run:
         stored = history.content_columns(self.conn, target)
         produced = {name for name, _ in checks.output_columns(c)} | set(c.derived)
         select = []
+        enriched = c.enrich.get("columns", {})
         for col in stored:
-            if col in c.enrich:
-                select.append(f"{c.enrich[col]} as {col}")
+            if col in enriched:
+                select.append(f"{enriched[col]} as {col}")
             elif col in produced:
                 select.append(f"a.{col}")
             else:
@@ -273,7 +274,7 @@ class Run:
         self.conn.execute(f"""
             create unlogged table {self.accepted} as
             select {', '.join(select)}, {valid_from} as _valid_from, %s::text as _scope
-            from {self.checked} a
+            from {self.checked} a {c.enrich.get("join", "")}
             where not a._failed and not a._extra_copy""", (self.name.province,))
 
     def _effects(self) -> None:

@@ -23,7 +23,7 @@ create table store.person (
     updated_at              timestamptz not null,
     scope                   text        not null,
     content_hash            text        not null,
-    delivery_id             bigint      not null references meta.delivery,
+    delivery_id             bigint      not null,  -- meta.delivery (no FK: a million-row load would check each)
     valid_from              timestamptz not null,
     valid_to                timestamptz not null default 'infinity',
     recorded_from           timestamptz not null,
@@ -48,7 +48,7 @@ create table store.civil_event (
     related_person_id       text,
     scope                   text        not null,
     content_hash            text        not null,
-    delivery_id             bigint      not null references meta.delivery,
+    delivery_id             bigint      not null,  -- meta.delivery (no FK: a million-row load would check each)
     valid_from              timestamptz not null,
     valid_to                timestamptz not null default 'infinity',
     recorded_from           timestamptz not null,
