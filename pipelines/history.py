@@ -90,15 +90,29 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         select {col_list}, scope, content_hash, delivery_id, valid_from, new_valid_from, now()
         from ended
         where new_valid_from > valid_from""")
-    # the new versions: every incoming key without a current version now (new, or just ended)
+    # the new versions: every incoming key without a current version now (new, or just ended);
+    # each lands in the change feed as an insert, or an update when its old version just ended
+    key_text = " || '|' || ".join(f"{{a}}.{k}::text" for k in target.key)
     inserted = conn.execute(f"""
-        insert into {target.table} ({col_list}, scope, content_hash, delivery_id, valid_from, recorded_from)
-        select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, %(delivery)s,
-               greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
-        from {incoming} a
-        left join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
-        where not exists (select 1 from {target.table} h where {key_join} and {CURRENT.format(a='h')})""",
-                            {"delivery": delivery_id}).rowcount
+        with added as (
+            insert into {target.table} ({col_list}, scope, content_hash, delivery_id, valid_from, recorded_from)
+            select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, %(delivery)s,
+                   greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
+            from {incoming} a
+            left join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
+            where not exists (select 1 from {target.table} h where {key_join} and {CURRENT.format(a='h')})
+            returning {key_cols}, valid_from
+        )
+        insert into store.change_log (entity, entity_key, operation, delivery_id)
+        select %(entity)s, {key_text.format(a='a')},
+               case when c.op is null then 'insert' else 'update' end, %(delivery)s
+        from added a
+        left join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}""",
+                            {"delivery": delivery_id, "entity": target.entity}).rowcount
+    conn.execute(f"""
+        insert into store.change_log (entity, entity_key, operation, delivery_id)
+        select %(entity)s, {key_text.format(a='c')}, 'delete', %(delivery)s
+        from {chg} c where c.op = 'removed'""", {"delivery": delivery_id, "entity": target.entity})
     counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
     total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
     conn.execute(f"drop table {chg}")

@@ -209,3 +209,20 @@ def test_birth_registered_before_residence_applies_when_the_person_arrives(wareh
     assert r["findings"] == {"unresolved_person": 1}
     deliver(inbox, "CUTRU_01_20261113_001.csv", CUTRU_HEADER, [person()])
     assert db.execute("select death_date from core.person").fetchall() == [(dt.date(2026, 11, 1),)]
+
+
+def test_change_feed_lists_every_change_in_order(warehouse, db, inbox):
+    first = deliver(inbox, "CUTRU_01_20261113_001.csv", CUTRU_HEADER, [person(), person(pid="001090000002")])
+    second = deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER,
+                     [person(ward="00008", updated="05/11/2026 09:00:00"), person(pid="001090000003")])
+    rows = db.execute("select seq, entity, entity_key, operation, delivery_id from core.changes order by seq").fetchall()
+    changes = [r[1:] for r in rows]
+    assert sorted(changes[:2]) == [("person", "001090000001", "insert", first["delivery_id"]),
+                                   ("person", "001090000002", "insert", first["delivery_id"])]
+    assert sorted(changes[2:4]) == [("person", "001090000001", "update", second["delivery_id"]),
+                                    ("person", "001090000003", "insert", second["delivery_id"])]
+    assert changes[4:] == [("person", "001090000002", "delete", second["delivery_id"])]
+    # a rerun of the same content adds nothing to the feed
+    deliver(inbox, "CUTRU_01_20261120_002.csv", CUTRU_HEADER,
+            [person(pid="001090000003"), person(ward="00008", updated="05/11/2026 09:00:00")])
+    assert db.execute("select count(*) from core.changes").fetchone() == (5,)
