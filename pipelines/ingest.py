@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import checks, contracts, decode, delivery, history, reports, warehouse
+from . import checks, contracts, decode, delivery, history, hooks, reports, warehouse
 from .config import Settings, settings
 from .contracts import Contract, ContractError
 from .delivery import Rejection
@@ -74,7 +74,9 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
             receipt = run.reject(str(exc))
         finally:
             run.drop_stage()
-    log.info("%s: %s in %.1f s", path.name, receipt["status"], time.monotonic() - started)
+        seconds = time.monotonic() - started
+        hooks.after_delivery(conn, receipt, run.name.province if run.name else None, run.timer.stages, seconds)
+    log.info("%s: %s in %.1f s", path.name, receipt["status"], seconds)
     return receipt
 
 

@@ -32,6 +32,9 @@ def test_clean_snapshot_loads_with_exact_receipt_and_rows(warehouse, db, inbox):
         "report": r["report"], "rejected_rows": r["rejected_rows"],
     }
     assert len(r["sha256"]) == 64
+    log = db.execute("select feed, province_code, status, rows_read, rows_loaded, rows_quarantined, "
+                     "stage_seconds ? 'check', stage_seconds ? 'merge' from ops.delivery_log").fetchall()
+    assert log == [("CUTRU", "01", "loaded", 2, 2, 0, True, True)]
     assert core_people(db) == [
         ("001090000001", "Nguyễn Văn An", dt.date(1990, 3, 12), "day", "male", "VN", "00004", "12 Phố Huế", "HK1", None),
         # a pre-2025 ward code on a record from 2024 is conformed to its current successor
