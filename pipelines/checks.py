@@ -197,7 +197,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     return f"""
 create unlogged table {checked_table} as
 with {(',' + chr(10)).join(withs)}
-select ruled.*,
+select {', '.join(['ruled._row', 'ruled._key'] + ['ruled.' + name for name, _ in output_columns(contract)]
+                  + ['ruled.' + name for name in constants] + ['ruled.rule_' + code for code in by_code])},
        case when repeated.conflict then {key_shown} end as rule_duplicate_key,
        coalesce(not repeated.conflict and ruled._row <> repeated.first_row, false) as _extra_copy,
        ({failed.replace('rule_duplicate_key is not null', 'coalesce(repeated.conflict, false)')}) as _failed

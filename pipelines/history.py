@@ -56,6 +56,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
     key_cols = ", ".join(target.key)
     chg = f"stage.changes_{delivery_id}_{target.entity}"  # unlogged work table (temp tables are slow here)
+    if conn.execute("select relkind from pg_class where oid = %s::regclass", (incoming,)).fetchone()[0] == "r":
+        conn.execute(f"analyze {incoming}")
     conn.execute(f"drop table if exists {chg}")
     # the keys whose current version differs (content or scope) from the incoming row
     conn.execute(f"""

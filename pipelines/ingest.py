@@ -51,8 +51,21 @@ def already_processed(paths: list[str | Path]) -> set[str]:
     return {digests[d] for (d,) in done}
 
 
+def _preload_gx() -> None:
+    """Import Great Expectations (seconds of imports) in a thread while the file is staged and checked."""
+    import threading
+
+    def load():
+        try:
+            from . import gx_validation  # noqa: F401
+        except Exception:  # the validate stage imports it again and reports properly
+            pass
+    threading.Thread(target=load, name="gx-import", daemon=True).start()
+
+
 def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
     """Process one delivery now; returns its receipt (also written next to its report)."""
+    _preload_gx()
     s = s or settings()
     path = Path(path)
     url = warehouse.url(s)
@@ -207,6 +220,7 @@ class Run:
     def _check(self, present: set[str]) -> None:
         constants = {name: self.name.province for name in self.contract.derived}
         self.conn.execute(checks.checked_sql(self.contract, self.raw, self.checked, present, constants))
+        self.conn.execute(f"analyze {self.checked}")
 
     def _validate(self) -> dict:
         from . import gx_validation
@@ -273,11 +287,12 @@ class Run:
         vf = c.column(c.valid_from)
         valid_from = (f"a.{vf.to}" if vf.rule.sql_type == "timestamptz"
                       else f"(a.{vf.to}::timestamp at time zone interval '+07:00')")
+        # a view, not a copy: the merge reads it twice, which costs less than writing it once
         self.conn.execute(f"""
-            create unlogged table {self.accepted} as
-            select {', '.join(select)}, {valid_from} as _valid_from, %s::text as _scope
+            create view {self.accepted} as
+            select {', '.join(select)}, {valid_from} as _valid_from, {sql.Literal(self.name.province).as_string(self.conn)}::text as _scope
             from {self.checked} a {c.enrich.get("join", "")}
-            where not a._failed and not a._extra_copy""", (self.name.province,))
+            where not a._failed and not a._extra_copy""")
 
     def _effects(self) -> None:
         for effect in self.contract.effects:
@@ -328,7 +343,8 @@ class Run:
         return receipt
 
     def drop_stage(self) -> None:
-        for table in (self.raw, self.checked, self.accepted):
+        self.conn.execute(f"drop view if exists {self.accepted}")
+        for table in (self.raw, self.checked):
             self.conn.execute(f"drop table if exists {table}")
 
 

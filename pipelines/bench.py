@@ -1,0 +1,141 @@
+"""`make bench`: corehub's ingest against the physical floor, a bare COPY of the same file.
+
+Cases, in one run on the same warehouse (a fresh `corehub_bench` database on it):
+  floor       COPY of the snapshot into an unindexed UNLOGGED text table
+  first_load  `corehub ingest` of the snapshot, end to end
+  unchanged   the same content again under a new file name (every person `unchanged`)
+  weekly      next week's snapshot: 1% of persons changed, 0.5% removed, 0.5% new
+Each prints one JSON line: seconds, ratio to the floor, rows per second, the client's peak RSS,
+and whether the receipt's counts were right (a fast wrong answer fails).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from . import warehouse
+from .config import settings
+from .migrations import ensure_ready
+
+TARGETS = {"first_load": 8.0, "unchanged": 3.0, "weekly": 8.0}
+PEAK_RSS_TARGET_MB = 1024
+BENCH_DB = "corehub_bench"
+
+
+def _bench_url() -> str:
+    """A fresh database for the bench on the configured warehouse server."""
+    base = settings().warehouse_url or warehouse.embedded_url()
+    head, _, tail = base.rpartition("/")
+    query = "?" + tail.split("?", 1)[1] if "?" in tail else ""
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {BENCH_DB} with (force)")
+        conn.execute(f"create database {BENCH_DB}")
+    url = f"{head}/{BENCH_DB}{query}"
+    ensure_ready(url)
+    return url
+
+
+def _floor(url: str, path: Path, columns: int) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("drop table if exists bench_floor")
+        conn.execute("create unlogged table bench_floor (" + ", ".join(f"c{i} text" for i in range(columns)) + ")")
+        started = time.monotonic()
+        with conn.cursor().copy("copy bench_floor from stdin (format csv, header)") as cp, open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                cp.write(chunk)
+        seconds = time.monotonic() - started
+        conn.execute("drop table bench_floor")
+    return seconds
+
+
+def _ingest(path: Path, env: dict) -> tuple[dict, float, float]:
+    """Run `corehub ingest PATH --json` in a child; (receipt, seconds, child's peak RSS in MB)."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ingest", str(path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - started
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"corehub ingest {path.name} exited {proc.returncode}")
+    return json.loads(out), seconds, usage.ru_maxrss / 1024
+
+
+def _line(case: str, rows: int, seconds: float, floor: float, rss: float | None, ok: bool, **extra) -> dict:
+    line = {"case": case, "rows": rows, "seconds": round(seconds, 2),
+            "ratio_to_floor": round(seconds / floor, 2) if floor else None,
+            "rows_per_second": round(rows / seconds) if seconds else None,
+            "peak_rss_mb": round(rss, 1) if rss is not None else None, "counts_ok": ok, **extra}
+    if case in TARGETS:
+        line["target_ratio"] = TARGETS[case]
+        line["pass"] = ok and line["ratio_to_floor"] <= TARGETS[case] and rss <= PEAK_RSS_TARGET_MB
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def run(rows: int, province: str = "01", keep: bool = False) -> list[dict]:
+    from .generate import generate, snapshot_changes
+
+    url = _bench_url()
+    env = {**os.environ, "WAREHOUSE_URL": url}
+    work = Path(tempfile.mkdtemp(prefix="corehub-bench-"))
+    results = []
+    try:
+        started = time.monotonic()
+        week1 = generate("CUTRU", rows, province, 0.0, work / "w1", date=dt.date(2026, 11, 13), seed=1,
+                         encoding="utf-8")
+        week1_path = Path(week1["path"])
+        print(json.dumps({"case": "generate", "rows": rows, "seconds": round(time.monotonic() - started, 2),
+                          "bytes": week1_path.stat().st_size}), flush=True)
+        floor = min(_floor(url, week1_path, 13) for _ in range(2))
+        results.append(_line("floor", rows, floor, floor, None, True))
+
+        receipt, seconds, rss = _ingest(week1_path, env)
+        ok = (receipt["rows_read"], receipt["rows_loaded"], receipt["changes"]["new"]) == (rows, rows, rows)
+        results.append(_line("first_load", rows, seconds, floor, rss, ok))
+
+        again = work / "w1" / week1_path.name.replace("_001.", "_002.")
+        shutil.copyfile(week1_path, again)
+        with open(again, "ab") as fh:  # one trailing blank line: other bytes, the same content
+            fh.write(b"\n")
+        receipt, seconds, rss = _ingest(again, env)
+        ok = receipt["changes"] == {"new": 0, "changed": 0, "unchanged": rows, "removed": 0}
+        results.append(_line("unchanged", rows, seconds, floor, rss, ok))
+
+        week2 = snapshot_changes(week1_path, work / "w2", changed=0.01, removed=0.005, new=0.005, seed=2,
+                                 date=dt.date(2026, 11, 20))
+        receipt, seconds, rss = _ingest(Path(week2["path"]), env)
+        ok = receipt["changes"] == {k: week2[k] for k in ("new", "changed", "unchanged", "removed")}
+        results.append(_line("weekly", week2["rows_read"], seconds, floor, rss, ok, changes=receipt["changes"]))
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--province", default="01")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    args = parser.parse_args(argv)
+    results = run(args.rows, args.province, args.keep)
+    verdicts = [r["pass"] for r in results if "pass" in r]
+    print(json.dumps({"bench": "cutru", "rows": args.rows, "all_targets_met": all(verdicts)}), flush=True)
+    return 0 if all(r["counts_ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
