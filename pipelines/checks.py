@@ -128,7 +128,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         if not c.rule.lookup:
             continue
         j = f"j_{c.to}"
-        joins.append(f"left join {c.rule.lookup} {j} on {j}.code = {c.rule.lookup_key.format(v='t.c_' + c.to)}")
+        extra = " and " + c.rule.lookup_extra.format(j=j, d=d) if c.rule.lookup_extra else ""
+        joins.append(f"left join {c.rule.lookup} {j} on {j}.code = {c.rule.lookup_key.format(v='t.c_' + c.to)}{extra}")
         level3.append(f"{_value_sql(c, contract, 't.c_' + c.to, j, d)} as {c.to}")
         level3.append(f"{_invalid_sql(c, contract, 't.c_' + c.to, j, d)} as bad_{c.to}")
 

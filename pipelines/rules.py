@@ -33,6 +33,7 @@ class TypeRule:
     doc: str
     lookup: str | None = None  # ref table joined as {j} (by code = lookup_key)
     lookup_key: str = "{v}"
+    lookup_extra: str = ""      # more of the join condition, over {j} and the record date {d}
     extras: tuple[tuple[str, str, str], ...] = ()  # (suffix, SQL over {v}, sql type): extra outputs
     # few distinct values (dates, codes): conform each distinct value once, then join it back,
     # instead of parsing the same text a million times
@@ -67,11 +68,12 @@ TYPES: dict[str, TypeRule] = {
         "a GSO province code, pre- or post-2025, conformed to the current province",
         lookup="ref.province_lookup"),
     "ward_code": TypeRule(
-        "unknown_admin_unit", "rules.resolve_ward({j}.code, {j}.legacy_successor, {j}.is_current, {d}) is null",
-        "rules.resolve_ward({j}.code, {j}.legacy_successor, {j}.is_current, {d})", "text",
+        "unknown_admin_unit", "{j}.current_code is null", "{j}.current_code", "text",
         "a GSO ward/commune code, pre- or post-2025, conformed to the unit valid on the record's date "
-        "and then to its current successor",
-        lookup="ref.ward_lookup"),
+        "and then to its current successor (rules.resolve_ward, through ref.ward_resolution)",
+        lookup="ref.ward_resolution",
+        # a record whose date is unreadable is rejected for that; read its code as a current one
+        lookup_extra="{j}.after_reform = coalesce({d} >= date '2025-07-01', true)"),
 }
 
 
