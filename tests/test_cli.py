@@ -57,3 +57,13 @@ def test_url_prints_only_the_url(warehouse):
     with psycopg.connect(proc.stdout.strip()) as conn:
         assert conn.execute("select count(*) from ref.admin_unit where level = 'ward' and valid_to is null"
                             ).fetchone() == (3321,)
+
+
+def test_generate_writes_a_delivery_and_prints_its_manifest(tmp_path):
+    proc = run("generate", "HOTICH", "--rows", "50", "--province", "79", "--defect-rate", "0.1",
+               "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert Path(manifest["path"]).name == "HOTICH_79_20261120_001.csv"
+    assert (manifest["rows_read"], manifest["defect_rows"]) == (50, 5)
+    assert sum(manifest["rejections"].values()) == 5
