@@ -169,7 +169,12 @@ class Run:
             raise Rejection(f"province code {self.name.province!r} in the file name is not a GSO province code")
         fmt, pieces = decode.open_text(self.archived.path)
         with self.timer("stage"):
-            present = self._stage(fmt, pieces)
+            try:
+                present = self._stage(fmt, pieces)
+            except decode.NotUtf8:  # past its first 64 KiB the file was not UTF-8 after all
+                self.conn.execute(f"drop table {self.raw}")
+                fmt, pieces = decode.open_text(self.archived.path, "cp1258")
+                present = self._stage(fmt, pieces)
         with self.timer("check"):
             self._check(present)
         with self.timer("validate"):
@@ -211,7 +216,11 @@ class Run:
         try:
             with self.conn.cursor().copy(copy) as cp:
                 for piece in pieces:
-                    cp.write(piece.encode("utf-8"))
+                    cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
+        except psycopg.errors.CharacterNotInRepertoire:
+            if fmt.encoding in ("utf-8", "utf-8-sig"):
+                raise decode.NotUtf8() from None
+            raise
         except psycopg.errors.DataError as exc:
             raise Rejection(_copy_problem(exc)) from None
         present = {c.source for c in self.contract.columns if checks.stage_column(c) in columns}

@@ -229,3 +229,15 @@ def test_change_feed_lists_every_change_in_order(warehouse, db, inbox):
     deliver(inbox, "CUTRU_01_20261120_002.csv", CUTRU_HEADER,
             [person(pid="001090000003"), person(ward="00008", updated="05/11/2026 09:00:00")])
     assert db.execute("select count(*) from core.changes").fetchone() == (5,)
+
+
+def test_windows_1258_found_past_the_first_64_kib_is_read_again(warehouse, db, inbox):
+    ascii_rows = [person(pid=f"0010900{i:05d}", name="Le Van A", address="Pho Hue") for i in range(1, 1200)]
+    late = person(pid="001090099999", name="Nguyễn Văn Bình", address="Phố Huế")
+    path = inbox / "CUTRU_01_20261120_001.csv"
+    path.write_bytes(to_cp1258(csv_text(CUTRU_HEADER, ascii_rows + [late])))
+    assert path.stat().st_size > 65536
+    r = ingest_file(path)
+    assert (r["status"], r["rows_read"], r["rows_loaded"]) == ("loaded", 1200, 1200)
+    assert db.execute("select full_name, residence_address from core.person where person_id = '001090099999'"
+                      ).fetchone() == ("Nguyễn Văn Bình", "Phố Huế")
