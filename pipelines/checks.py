@@ -58,11 +58,12 @@ def _dictionary_parts(col: Column) -> list[tuple[str, str, str]]:
 
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
-                constants: dict[str, str]) -> str:
+                constants: dict[str, str], repeated_table: str, known_table: str | None = None) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
     present: source names found in the file's header (missing optional ones are NULL).
     constants: conformed columns that come from the delivery (e.g. province_code from the file name).
+    repeated_table: the keys sent more than once (repeated_sql); known_table: rows not to check (known_sql).
 
     Cost is what matters here (10 million rows): types with few distinct values are conformed once
     per distinct value in a dictionary and joined back; each level is its own subquery (offset 0)
@@ -153,27 +154,18 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     rule_cols = [f"nullif(concat_ws('; ', {', '.join(parts)}), '') as rule_{code}"
                  for code, parts in by_code.items()]
 
-    # keys sent more than once: found on the raw rows (cleaned key), content compared by hash
-    key_cols = [contract.column(k) for k in contract.key if k not in constants]
-    key_of = lambda alias: " || '|' || ".join(f"coalesce({src(c, alias)}, '')" for c in key_cols)  # noqa: E731
-    key_present = " and ".join(f"{src(c)} is not null" for c in key_cols)
-    row_text = "md5(row(" + ", ".join(f"s.{stage_column(c)}" for c in cols if c.source in present) + ")::text)"
+    key_cols = _key_columns(contract, constants)
     key_shown = " || ' ' || ".join(f"{sql_literal(c.source + '=')} || c_{c.to}" for c in key_cols)
     rule_names = [f"rule_{code}" for code in by_code] + ["rule_duplicate_key"]
     failed = " or ".join(f"{name} is not null" for name in rule_names)
+    skip_known = f"where not exists (select 1 from {known_table} k where k._row = s._row)" if known_table else ""
 
     withs = dictionaries + [
-        f"""repeated as (
-    select {key_of('s')} as _key, min({row_text}) <> max({row_text}) as conflict, min(s._row) as first_row
-    from {raw_table} s
-    where {key_present} and {key_of('s')} in (
-        select {key_of('s')} from {raw_table} s where {key_present} group by 1 having count(*) > 1)
-    group by 1
-)""",
         f"""cleaned as (
-    select s._row, {header_repeat or 'false'} as _header_repeat,
+    select s._row, {header_repeat or 'false'} as _header_repeat, {raw_hash_sql(contract, present)} as _raw_hash,
            {', '.join(level1)}
     from {raw_table} s
+    {skip_known}
     offset 0  -- each level is evaluated once per row, not re-expanded into the next one
 )""",
         f"""typed as (
@@ -198,12 +190,66 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     return f"""
 create unlogged table {checked_table} as
 with {(',' + chr(10)).join(withs)}
-select {', '.join(['ruled._row', 'ruled._key'] + ['ruled.' + name for name, _ in output_columns(contract)]
+select {', '.join(['ruled._row', 'ruled._key', 'ruled._raw_hash']
+                  + ['ruled.' + name for name, _ in output_columns(contract)]
                   + ['ruled.' + name for name in constants] + ['ruled.rule_' + code for code in by_code])},
        case when repeated.conflict then {key_shown} end as rule_duplicate_key,
        coalesce(not repeated.conflict and ruled._row <> repeated.first_row, false) as _extra_copy,
        ({failed.replace('rule_duplicate_key is not null', 'coalesce(repeated.conflict, false)')}) as _failed
-from ruled left join repeated on repeated._key = ruled._key
+from ruled left join {repeated_table} repeated on repeated._key = ruled._key
+"""
+
+
+def _key_columns(contract: Contract, constants: dict[str, str]) -> list[Column]:
+    return [contract.column(k) for k in contract.key if k not in constants]
+
+
+def _raw_key(contract: Contract, constants: dict[str, str], present: set[str], alias: str = "s") -> str:
+    """The row's key as text from the raw staged columns (cleaned as the checked pass cleans them)."""
+    parts = []
+    for c in _key_columns(contract, constants):
+        value = clean(f"{alias}.{stage_column(c)}") if c.source in present else "null::text"
+        parts.append(f"coalesce({value}, '')")
+    return " || '|' || ".join(parts)
+
+
+def raw_hash_sql(contract: Contract, present: set[str], alias: str = "s") -> str:
+    """md5 of a row's values exactly as staged, in contract order (so column order in the file
+    does not matter): equal raw hashes mean the same row was delivered."""
+    values = [f"{alias}.{stage_column(c)}" if c.source in present else "null::text" for c in contract.columns]
+    return "md5(row(" + ", ".join(values) + ")::text)"
+
+
+def repeated_sql(contract: Contract, raw_table: str, table: str, present: set[str],
+                 constants: dict[str, str]) -> str:
+    """Keys sent more than once: whether their rows differ (every row rejected) or are copies
+    (the first one counts). Found on the raw rows, before anything else looks at them."""
+    key = _raw_key(contract, constants, present)
+    key_present = " and ".join(f"{clean('s.' + stage_column(c)) if c.source in present else 'null'} is not null"
+                               for c in _key_columns(contract, constants))
+    row_hash = raw_hash_sql(contract, present)
+    return f"""
+create unlogged table {table} as
+select {key} as _key, min({row_hash}) <> max({row_hash}) as conflict, min(s._row) as first_row
+from {raw_table} s
+where {key_present} and {key} in (
+    select {key} from {raw_table} s where {key_present} group by 1 having count(*) > 1)
+group by 1
+"""
+
+
+def known_sql(contract: Contract, raw_table: str, table: str, present: set[str], constants: dict[str, str],
+              repeated_table: str, store_table: str) -> str:
+    """Rows identical to the current version they would merge into (same raw hash, same scope):
+    they passed every rule when that version was loaded, so they are not checked again. `%(scope)s`
+    is the delivery's scope."""
+    return f"""
+create unlogged table {table} as
+select s._row, h.version_id
+from {raw_table} s
+join {store_table} h on h.raw_hash = {raw_hash_sql(contract, present)}
+                    and h.valid_to = 'infinity' and h.recorded_to = 'infinity' and h.scope = %(scope)s
+where not exists (select 1 from {repeated_table} r where r._key = {_raw_key(contract, constants, present)})
 """
 
 

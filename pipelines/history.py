@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-BOOKKEEPING = {"version_id", "scope", "content_hash", "delivery_id", "valid_from", "valid_to",
+BOOKKEEPING = {"version_id", "scope", "content_hash", "raw_hash", "delivery_id", "valid_from", "valid_to",
                "recorded_from", "recorded_to"}
 CURRENT = "{a}.valid_to = 'infinity' and {a}.recorded_to = 'infinity'"
 
@@ -28,11 +28,16 @@ class Target:
         return f"store.{self.entity}"
 
 
-def content_columns(conn: psycopg.Connection, target: Target) -> list[str]:
+def stored_columns(conn: psycopg.Connection, entity: str) -> list[str]:
+    """Every column of store.<entity>, in table order."""
     rows = conn.execute(
         "select column_name from information_schema.columns where table_schema = 'store' and table_name = %s "
-        "order by ordinal_position", (target.entity,)).fetchall()
-    return [r[0] for r in rows if r[0] not in BOOKKEEPING]
+        "order by ordinal_position", (entity,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def content_columns(conn: psycopg.Connection, target: Target) -> list[str]:
+    return [c for c in stored_columns(conn, target.entity) if c not in BOOKKEEPING]
 
 
 def hash_sql(columns: list[str], target: Target, alias: str) -> str:
@@ -41,18 +46,24 @@ def hash_sql(columns: list[str], target: Target, alias: str) -> str:
 
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
-          snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None) -> dict[str, int]:
+          snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None,
+          known_versions: str | None = None) -> dict[str, int]:
     """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
 
     snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
     scope missing from them are ended at snapshot_at, except keys listed by the query keep_keys
     (rows of this delivery that were quarantined: present, but not yet readable).
+    known_versions: a query of version_id: current versions this delivery sent again byte for
+    byte (not in `incoming`); they are unchanged and present.
     Returns counts of new, changed, unchanged, removed keys.
 
     Written for weekly snapshots of millions of rows where few change: only the changed and
     removed keys are written to a work table; everything else is one anti-join.
     """
     cols = content_columns(conn, target)
+    incoming_cols = {r[0] for r in conn.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0", (incoming,))}
+    raw_hash = "a._raw_hash" if "_raw_hash" in incoming_cols else "null"
     key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
     key_cols = ", ".join(target.key)
     chg = f"stage.changes_{delivery_id}_{target.entity}"  # unlogged work table (temp tables are slow here)
@@ -68,7 +79,11 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         join {target.table} h on {key_join} and {CURRENT.format(a='h')}
         where h.content_hash <> {hash_sql(cols, target, 'a')} or h.scope <> a._scope""")
     if snapshot_scope is not None:
-        keep = f"and h.{target.key[0]}::text not in ({keep_keys})" if keep_keys else ""
+        keep = ""  # anti-joins, not NOT IN: these lists can hold millions
+        if keep_keys:
+            keep += f" and not exists (select 1 from ({keep_keys}) q (k) where q.k = h.{target.key[0]}::text)"
+        if known_versions:
+            keep += f" and not exists (select 1 from ({known_versions}) kv (v) where kv.v = h.version_id)"
         conn.execute(f"""
             insert into {chg} ({key_cols}, op, version_id, old_valid_from, new_valid_from)
             select {', '.join('h.' + k for k in target.key)}, 'removed', h.version_id, h.valid_from,
@@ -87,9 +102,9 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
             where h.version_id = c.version_id
             returning h.*, c.new_valid_from
         )
-        insert into {target.table} ({col_list}, scope, content_hash, delivery_id,
+        insert into {target.table} ({col_list}, scope, content_hash, raw_hash, delivery_id,
                                     valid_from, valid_to, recorded_from)
-        select {col_list}, scope, content_hash, delivery_id, valid_from, new_valid_from, now()
+        select {col_list}, scope, content_hash, raw_hash, delivery_id, valid_from, new_valid_from, now()
         from ended
         where new_valid_from > valid_from""")
     # the new versions: every incoming key without a current version now (new, or just ended);
@@ -97,8 +112,9 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     key_text = " || '|' || ".join(f"{{a}}.{k}::text" for k in target.key)
     inserted = conn.execute(f"""
         with added as (
-            insert into {target.table} ({col_list}, scope, content_hash, delivery_id, valid_from, recorded_from)
-            select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, %(delivery)s,
+            insert into {target.table} ({col_list}, scope, content_hash, raw_hash, delivery_id, valid_from, recorded_from)
+            select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, {raw_hash},
+                   %(delivery)s,
                    greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
             from {incoming} a
             left join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}
@@ -117,6 +133,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         from {chg} c where c.op = 'removed'""", {"delivery": delivery_id, "entity": target.entity})
     counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
     total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
+    if known_versions:
+        total += conn.execute(f"select count(*) from ({known_versions}) k").fetchone()[0]
     conn.execute(f"drop table {chg}")
     changed = counts.get("changed", 0)
     return {"new": inserted - changed, "changed": changed, "unchanged": total - inserted,

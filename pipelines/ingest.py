@@ -134,6 +134,8 @@ class Run:
         self.report_dir = s.reports / (self._feed_guess() or "UNKNOWN") / str(self.delivery_id)
         self.raw = f"stage.raw_{self.delivery_id}"
         self.checked = f"stage.checked_{self.delivery_id}"
+        self.repeated = f"stage.repeated_{self.delivery_id}"
+        self.known = f"stage.known_{self.delivery_id}"
         self.accepted = f"stage.accepted_{self.delivery_id}"
 
     def _feed_guess(self) -> str | None:
@@ -227,8 +229,15 @@ class Run:
         return present
 
     def _check(self, present: set[str]) -> None:
-        constants = {name: self.name.province for name in self.contract.derived}
-        self.conn.execute(checks.checked_sql(self.contract, self.raw, self.checked, present, constants))
+        c = self.contract
+        constants = {name: self.name.province for name in c.derived}
+        self.conn.execute(checks.repeated_sql(c, self.raw, self.repeated, present, constants))
+        known = None
+        if "raw_hash" in history.stored_columns(self.conn, c.entity):
+            known = self.known
+            self.conn.execute(checks.known_sql(c, self.raw, known, present, constants, self.repeated,
+                                               f"store.{c.entity}"), {"scope": self.name.province})
+        self.conn.execute(checks.checked_sql(c, self.raw, self.checked, present, constants, self.repeated, known))
         self.conn.execute(f"analyze {self.checked}")
 
     def _validate(self) -> dict:
@@ -244,8 +253,12 @@ class Run:
         parts = ", ".join(f"count(rule_{c})" for c in codes)
         row = self.conn.execute(
             f"select count(*), count(*) filter (where _failed), {parts} from {self.checked}").fetchone()
-        return {"rows_read": row[0], "rows_quarantined": row[1],
+        known = self.conn.execute(f"select count(*) from {self.known}").fetchone()[0] if self._exists(self.known) else 0
+        return {"rows_read": row[0] + known, "rows_quarantined": row[1],
                 "rejections": {c: n for c, n in zip(codes, row[2:]) if n}}
+
+    def _exists(self, table: str) -> bool:
+        return self.conn.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]
 
     def _publish(self, counts: dict, gx: dict, fmt) -> dict:
         c = self.contract
@@ -261,7 +274,8 @@ class Run:
                     self.conn, target, self.accepted, self.delivery_id,
                     snapshot_scope=self.name.province if snapshot else None,
                     snapshot_at=dt.datetime.combine(self.name.date, dt.time(), dt.timezone(dt.timedelta(hours=7))),
-                    keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None)
+                    keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None,
+                    known_versions=f"select version_id from {self.known}" if self._exists(self.known) else None)
                 self._effects()
             findings = self._findings()
             status = "loaded_with_rejections" if counts["rows_quarantined"] else "loaded"
@@ -299,7 +313,8 @@ class Run:
         # a view, not a copy: the merge reads it twice, which costs less than writing it once
         self.conn.execute(f"""
             create view {self.accepted} as
-            select {', '.join(select)}, {valid_from} as _valid_from, {sql.Literal(self.name.province).as_string(self.conn)}::text as _scope
+            select {', '.join(select)}, {valid_from} as _valid_from, {sql.Literal(self.name.province).as_string(self.conn)}::text as _scope,
+                   a._raw_hash
             from {self.checked} a {c.enrich.get("join", "")}
             where not a._failed and not a._extra_copy""")
 
@@ -353,7 +368,7 @@ class Run:
 
     def drop_stage(self) -> None:
         self.conn.execute(f"drop view if exists {self.accepted}")
-        for table in (self.raw, self.checked):
+        for table in (self.raw, self.checked, self.repeated, self.known):
             self.conn.execute(f"drop table if exists {table}")
 
 
