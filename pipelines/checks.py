@@ -58,12 +58,13 @@ def _dictionary_parts(col: Column) -> list[tuple[str, str, str]]:
 
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
-                constants: dict[str, str], repeated_table: str, known_table: str | None = None) -> str:
+                constants: dict[str, str], repeated_table: str) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
     present: source names found in the file's header (missing optional ones are NULL).
     constants: conformed columns that come from the delivery (e.g. province_code from the file name).
-    repeated_table: the keys sent more than once (repeated_sql); known_table: rows not to check (known_sql).
+    raw_table: the staged rows to check (all, or those not known: see known_sql).
+    repeated_table: the keys sent more than once among them (repeated_sql).
 
     Cost is what matters here (10 million rows): types with few distinct values are conformed once
     per distinct value in a dictionary and joined back; each level is its own subquery (offset 0)
@@ -158,14 +159,12 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     key_shown = " || ' ' || ".join(f"{sql_literal(c.source + '=')} || c_{c.to}" for c in key_cols)
     rule_names = [f"rule_{code}" for code in by_code] + ["rule_duplicate_key"]
     failed = " or ".join(f"{name} is not null" for name in rule_names)
-    skip_known = f"where not exists (select 1 from {known_table} k where k._row = s._row)" if known_table else ""
 
     withs = dictionaries + [
         f"""cleaned as (
     select s._row, {header_repeat or 'false'} as _header_repeat, {raw_hash_sql(contract, present)} as _raw_hash,
            {', '.join(level1)}
     from {raw_table} s
-    {skip_known}
     offset 0  -- each level is evaluated once per row, not re-expanded into the next one
 )""",
         f"""typed as (
@@ -239,17 +238,35 @@ group by 1
 
 
 def known_sql(contract: Contract, raw_table: str, table: str, present: set[str], constants: dict[str, str],
-              repeated_table: str, store_table: str) -> str:
+              store_table: str) -> str:
     """Rows identical to the current version they would merge into (same raw hash, same scope):
     they passed every rule when that version was loaded, so they are not checked again. `%(scope)s`
-    is the delivery's scope."""
+    is the delivery's scope. _key is the version's key as the checked pass spells it."""
+    key = " || '|' || ".join(f"coalesce(h.{c.to}::text, '')" for c in _key_columns(contract, constants))
     return f"""
 create unlogged table {table} as
-select s._row, h.version_id
+select s._row, h.version_id, {key} as _key
 from {raw_table} s
 join {store_table} h on h.raw_hash = {raw_hash_sql(contract, present)}
                     and h.valid_to = 'infinity' and h.recorded_to = 'infinity' and h.scope = %(scope)s
-where not exists (select 1 from {repeated_table} r where r._key = {_raw_key(contract, constants, present)})
+"""
+
+
+def unknown_sql(raw_table: str, table: str, known_table: str) -> str:
+    """The staged rows still to check: those not known."""
+    return f"""
+create unlogged table {table} as
+select s.* from {raw_table} s where not exists (select 1 from {known_table} k where k._row = s._row)
+"""
+
+
+def unknown_clashes_sql(contract: Contract, known_table: str, unknown_table: str, present: set[str],
+                        constants: dict[str, str]) -> str:
+    """A key sent both by a known row and by another row is a repeat: the known row goes back to be
+    checked with the other (deleted from the known rows; returns how many)."""
+    return f"""
+delete from {known_table} k using {unknown_table} s
+where k._key = {_raw_key(contract, constants, present)}
 """
 
 

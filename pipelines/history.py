@@ -134,7 +134,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
     total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
     if known_versions:
-        total += conn.execute(f"select count(*) from ({known_versions}) k").fetchone()[0]
+        total += conn.execute(f"select count(distinct v) from ({known_versions}) k (v)").fetchone()[0]
     conn.execute(f"drop table {chg}")
     changed = counts.get("changed", 0)
     return {"new": inserted - changed, "changed": changed, "unchanged": total - inserted,

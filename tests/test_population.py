@@ -241,3 +241,16 @@ def test_windows_1258_found_past_the_first_64_kib_is_read_again(warehouse, db, i
     assert (r["status"], r["rows_read"], r["rows_loaded"]) == ("loaded", 1200, 1200)
     assert db.execute("select full_name, residence_address from core.person where person_id = '001090099999'"
                       ).fetchone() == ("Nguyễn Văn Bình", "Phố Huế")
+
+
+def test_rows_sent_again_are_known_but_repeats_are_still_caught(warehouse, db, inbox):
+    a, b = person(), person(pid="001090000002", name="Lê Văn Cường")
+    deliver(inbox, "CUTRU_01_20261113_001.csv", CUTRU_HEADER, [a, b])
+    # a sent twice byte for byte (one person, unchanged); b sent as before and again with another address
+    r = deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER,
+                [a, b, a, person(pid="001090000002", name="Lê Văn Cường", address="Ngõ 9")])
+    assert (r["rows_read"], r["rows_loaded"], r["rows_quarantined"]) == (4, 2, 2)
+    assert r["rejections"] == {"duplicate_key": 2}
+    assert r["changes"] == {"new": 0, "changed": 0, "unchanged": 1, "removed": 0}
+    assert [p[0] for p in core_people(db)] == ["001090000001", "001090000002"]  # b quarantined, not removed
+    assert db.execute("select row_no from quarantine.row order by 1").fetchall() == [(2,), (4,)]
