@@ -215,8 +215,8 @@ def _raw_key(contract: Contract, constants: dict[str, str], present: set[str], a
 def raw_hash_sql(contract: Contract, present: set[str], alias: str = "s") -> str:
     """md5 of a row's values exactly as staged, in contract order (so column order in the file
     does not matter): equal raw hashes mean the same row was delivered."""
-    values = [f"{alias}.{stage_column(c)}" if c.source in present else "null::text" for c in contract.columns]
-    return "md5(row(" + ", ".join(values) + ")::text)"
+    values = [f"coalesce({alias}.{stage_column(c)}, '')" if c.source in present else "''" for c in contract.columns]
+    return "md5(concat_ws(chr(31), " + ", ".join(values) + "))"  # cheaper than row()::text
 
 
 def repeated_sql(contract: Contract, raw_table: str, table: str, present: set[str],
