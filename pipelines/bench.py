@@ -72,6 +72,14 @@ def _ingest(path: Path, env: dict) -> tuple[dict, float, float]:
     return json.loads(out), seconds, usage.ru_maxrss / 1024
 
 
+def _stages(url: str, receipt: dict) -> dict:
+    """Seconds per stage of that delivery, from ops.delivery_log."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select stage_seconds from ops.delivery_log where delivery_id = %s",
+                           (receipt["delivery_id"],)).fetchone()
+    return row[0] if row else {}
+
+
 def _line(case: str, rows: int, seconds: float, floor: float, rss: float | None, ok: bool, **extra) -> dict:
     line = {"case": case, "rows": rows, "seconds": round(seconds, 2),
             "ratio_to_floor": round(seconds / floor, 2) if floor else None,
@@ -103,7 +111,7 @@ def run(rows: int, province: str = "01", keep: bool = False) -> list[dict]:
 
         receipt, seconds, rss = _ingest(week1_path, env)
         ok = (receipt["rows_read"], receipt["rows_loaded"], receipt["changes"]["new"]) == (rows, rows, rows)
-        results.append(_line("first_load", rows, seconds, floor, rss, ok))
+        results.append(_line("first_load", rows, seconds, floor, rss, ok, stages=_stages(url, receipt)))
 
         again = work / "w1" / week1_path.name.replace("_001.", "_002.")
         shutil.copyfile(week1_path, again)
@@ -111,13 +119,14 @@ def run(rows: int, province: str = "01", keep: bool = False) -> list[dict]:
             fh.write(b"\n")
         receipt, seconds, rss = _ingest(again, env)
         ok = receipt["changes"] == {"new": 0, "changed": 0, "unchanged": rows, "removed": 0}
-        results.append(_line("unchanged", rows, seconds, floor, rss, ok))
+        results.append(_line("unchanged", rows, seconds, floor, rss, ok, stages=_stages(url, receipt)))
 
         week2 = snapshot_changes(week1_path, work / "w2", changed=0.01, removed=0.005, new=0.005, seed=2,
                                  date=dt.date(2026, 11, 20))
         receipt, seconds, rss = _ingest(Path(week2["path"]), env)
         ok = receipt["changes"] == {k: week2[k] for k in ("new", "changed", "unchanged", "removed")}
-        results.append(_line("weekly", week2["rows_read"], seconds, floor, rss, ok, changes=receipt["changes"]))
+        results.append(_line("weekly", week2["rows_read"], seconds, floor, rss, ok, changes=receipt["changes"],
+                             stages=_stages(url, receipt)))
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
