@@ -15,6 +15,7 @@ import psycopg
 BOOKKEEPING = {"version_id", "scope", "content_hash", "raw_hash", "delivery_id", "valid_from", "valid_to",
                "recorded_from", "recorded_to"}
 CURRENT = "{a}.valid_to = 'infinity' and {a}.recorded_to = 'infinity'"
+CHANGE_FEED_LOCK = 7_301_002
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,10 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         from ended
         where new_valid_from > valid_from""")
     # the new versions: every incoming key without a current version now (new, or just ended);
-    # each lands in the change feed as an insert, or an update when its old version just ended
+    # each lands in the change feed as an insert, or an update when its old version just ended.
+    # The lock (held to commit) makes change-feed sequence numbers visible in commit order, so a
+    # reader polling `seq > :last_seen` never skips a change committed late.
+    conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
     key_text = " || '|' || ".join(f"{{a}}.{k}::text" for k in target.key)
     inserted = conn.execute(f"""
         with added as (
