@@ -25,7 +25,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from . import orchestration
+from . import notify, orchestration
 from .contracts import Contract, all_contracts
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ def _default_args() -> dict:
         "retries": int(os.environ.get("COREHUB_AIRFLOW_RETRIES", "2")),
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": 2.0,
+        # a task that failed for good (retries spent) -> COREHUB_NOTIFY_WEBHOOK / COREHUB_NOTIFY_SMTP
+        "on_failure_callback": notify.task_failure_callback,
     }
 
 

@@ -32,8 +32,29 @@ def _url(args) -> int:
 
     url = warehouse.url()
     ensure_ready(url)
+    if args.role:  # a role of sql/020_roles.sql; on an external server, how to give it a login
+        from .config import settings
+        from .roles import external_instructions, role_url
+
+        print(role_url(url, args.role))
+        if settings().warehouse_url:
+            print(external_instructions(args.role), file=sys.stderr)
+        return 0
     print(url)
     return 0
+
+
+def _serve(args) -> int:
+    from .api import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def _apikey(args) -> int:
+    from .apikeys import main as apikey_main
+
+    return apikey_main(args)
 
 
 def _stop(args) -> int:
@@ -50,6 +71,12 @@ def _generate(args) -> int:
                         seed=args.seed)
     print(json.dumps(manifest, ensure_ascii=False))
     return 0
+
+
+def _status(args) -> int:
+    from .status import main as status_main
+
+    return status_main(args)
 
 
 def _demo(args) -> int:
@@ -71,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_ingest)
 
     p = sub.add_parser("url", help="print the warehouse URL (starts the embedded warehouse if needed)")
+    p.add_argument("--role", choices=["core_reader", "core_public", "core_writer", "core_api"],
+                   help="the URL for this role instead (external server: also how to give it a login)")
     p.set_defaults(func=_url)
 
     p = sub.add_parser("stop", help="stop the embedded warehouse")
@@ -84,6 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=".")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("serve", help="run the lookup API (OpenAPI at /openapi.json)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("apikey", help="API keys of the lookup API's clients (the new key is the last line)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("name", nargs="?", help="create: the client's name; revoke: a key id or a client name")
+    p.add_argument("--scope", default="", help="create: comma-separated scopes: verify, enterprise, land, rights")
+    p.set_defaults(func=_apikey)
+
+    p = sub.add_parser("status", help="operations: last delivery per feed and province, overdue snapshots, "
+                                      "reject rates, timings")
+    p.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    p.add_argument("--html", metavar="FILE", help="also write the status as an HTML page")
+    p.add_argument("--as-of", help="status at this ISO date/time (UTC unless it says), default now")
+    p.add_argument("--weeks", type=int, default=8, help="weeks of reject rates and timings (default 8)")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("demo", help="sample deliveries through every DAG, then a summary")
     p.set_defaults(func=_demo)

@@ -195,3 +195,22 @@ def _delimiter(header_line: str) -> str:
         raise Rejection(f"the columns are separated by {best!r}; the agreed format separates them by commas "
                         "(or tabs in Excel's Unicode text)")
     return best
+
+
+def open_delivery(path: Path, ext: str, contract=None) -> tuple[TextFormat, Iterator[bytes]]:
+    """The format and the data pieces of a delivery, whatever its file type: a CSV file, or the
+    first sheet of an Excel workbook (.xlsx) turned into the same CSV text (pipelines.workbook).
+    contract: the feed's, to find a workbook's header row and what each of its columns holds."""
+    if ext == "xlsx":
+        from .workbook import open_workbook
+
+        return open_workbook(path, contract)
+    with open(path, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"
+    if zipped and contract is not None and "xlsx" in contract.formats:
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:
+            if any(n.startswith("xl/") for n in z.namelist()):
+                raise Rejection(f"the file is an Excel workbook named .{ext}: deliver it named .xlsx")
+    return open_text(path)

@@ -19,6 +19,10 @@ SAMPLES = [
     ("CUTRU", "79", 1500, 0.02, dict(encoding="cp1258", crlf=True)),
     ("CUTRU", "48", 800, 0.01, dict(encoding="utf-16")),
     ("HOTICH", "01", 400, 0.03, dict(encoding="utf-8", people_from=("CUTRU", "01"))),
+    # the enterprise register: a CSV file, and a workbook with a title row above its header
+    ("DKKD", "01", 1200, 0.02, dict(people_from=("CUTRU", "01"))),
+    ("DKKD", "79", 600, 0.02, dict(file_type="xlsx", people_from=("CUTRU", "79"),
+                                   title_row="DANH SÁCH DOANH NGHIỆP VÀ ĐƠN VỊ PHỤ THUỘC - TP. HỒ CHÍ MINH")),
 ]
 DELIVERY_DATE = dt.date(2026, 11, 20)
 
@@ -47,7 +51,8 @@ def _people(inbox, province: str, limit: int = 500) -> list[str]:
     index = [h.upper() for h in fmt.header].index("SO_DINH_DANH")
     ids = []
     for piece in pieces:
-        for row in csv.reader(piece.splitlines(), delimiter=fmt.delimiter):
+        text = piece.decode("utf-8") if isinstance(piece, bytes) else piece   # decode yields UTF-8 bytes
+        for row in csv.reader(text.splitlines(), delimiter=fmt.delimiter):
             if len(row) > index and len(row[index]) == 12 and row[index].isdigit():
                 ids.append(row[index])
         if len(ids) >= limit:

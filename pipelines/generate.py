@@ -351,6 +351,7 @@ class _Out:
         self.table = _cp1258_tables()[0] if encoding == "cp1258" else None
         self._buf = io.StringIO()
         self._csv = csv.writer(self._buf, delimiter=self.delimiter, lineterminator="")
+        self.join = self.delimiter.join
 
     def line(self, values) -> str:
         """One CSV record (RFC 4180 quoting by the csv module), without its line end."""
@@ -919,6 +920,463 @@ class _Hotich:
             raise ValueError(code)
 
 
+DKKD_COLUMNS = ("MA_SO_DN", "TEN_DN", "TEN_TIENG_ANH", "TEN_VIET_TAT", "LOAI_HINH", "NGAY_THANH_LAP",
+                "TINH_TRANG", "VON_DIEU_LE", "NGANH_NGHE_CHINH", "MA_TINH_TRU_SO", "MA_XA_TRU_SO",
+                "DIA_CHI_TRU_SO", "SO_DINH_DANH_NDD", "HO_TEN_NDD")
+(D_CODE, D_NAME, D_EN, D_SHORT, D_FORM, D_DATE, D_STATUS, D_CAPITAL, D_VSIC, D_PROV, D_WARD, D_ADDR, D_REP,
+ D_REP_NAME) = range(len(DKKD_COLUMNS))
+
+TAX_WEIGHTS = (31, 29, 23, 19, 17, 13, 7, 5, 3)
+# (legal form, weight, how the name starts, English suffix, abbreviation suffix)
+LEGAL_FORMS = [("Công ty TNHH một thành viên", 38, "Công ty TNHH", "Company Limited", "CO., LTD"),
+               ("Công ty TNHH hai thành viên trở lên", 20, "Công ty TNHH", "Company Limited", "CO., LTD"),
+               ("Công ty cổ phần", 24, "Công ty cổ phần", "Joint Stock Company", "JSC"),
+               ("Doanh nghiệp tư nhân", 6, "Doanh nghiệp tư nhân", "", ""),
+               ("Công ty hợp danh", 1, "Công ty hợp danh", "Partnership", "")]
+DEPENDENT_FORMS = ["Chi nhánh"] * 4 + ["Văn phòng đại diện"]
+STATUSES = [("Đang hoạt động", 76), ("Tạm ngừng kinh doanh", 8), ("Đang làm thủ tục giải thể", 3),
+            ("Đã giải thể", 8), ("Bị thu hồi GCN ĐKDN", 4), ("Phá sản", 1)]
+TRADES = [("Thương mại", "Trading"), ("Dịch vụ", "Services"), ("Thương mại và Dịch vụ", "Trading and Services"),
+          ("Xây dựng", "Construction"), ("Đầu tư", "Investment"), ("Đầu tư và Phát triển", "Investment and Development"),
+          ("Sản xuất", "Manufacturing"), ("Sản xuất và Thương mại", "Manufacturing and Trading"),
+          ("Công nghệ", "Technology"), ("Công nghệ Thông tin", "Information Technology"), ("Vận tải", "Transport"),
+          ("Logistics", "Logistics"), ("Xuất nhập khẩu", "Import Export"), ("Tư vấn", "Consulting"),
+          ("Kỹ thuật", "Engineering"), ("Môi trường", "Environment"), ("Thực phẩm", "Food"),
+          ("Nông sản", "Agricultural Products"), ("Thủy sản", "Seafood"), ("Dược phẩm", "Pharmaceutical"),
+          ("Thiết bị Y tế", "Medical Equipment"), ("Giáo dục", "Education"), ("Du lịch", "Travel"),
+          ("Bất động sản", "Real Estate"), ("Nội thất", "Furniture"), ("Cơ khí", "Mechanical Engineering"),
+          ("Điện tử", "Electronics"), ("May mặc", "Garment"), ("Vật liệu Xây dựng", "Building Materials"),
+          ("Năng lượng", "Energy")]
+BRANDS = ["Hoàng Long", "Minh Phát", "An Khang", "Thành Đạt", "Phú Quý", "Việt Tiến", "Sao Mai", "Hưng Thịnh",
+          "Tân Phát", "Đại Nam", "Hòa Bình", "Phương Đông", "Trường Sơn", "Hồng Hà", "Cửu Long", "Nam Việt",
+          "Bắc Á", "Kim Ngân", "Thiên Phú", "Vạn Xuân", "Đông Á", "Sông Hồng", "Hải Âu", "Ánh Dương", "Bình Minh",
+          "Toàn Cầu", "Quang Minh", "Tiến Thành", "Gia Phát", "Lạc Hồng", "Phúc Lộc", "Đức Thịnh", "Vĩnh Hưng",
+          "Mê Kông", "Tây Nguyên", "Hưng Long", "Trí Việt", "Nhật Minh", "Thăng Long", "Hà Thành", "Đất Việt",
+          "Sen Vàng", "Ngọc Lan", "Bảo An", "Thịnh Vượng", "Tân Thế Kỷ", "Việt Hàn", "Việt Nhật", "Đông Dương",
+          "Hoa Sen", "Phát Đạt", "Kim Long", "Hùng Vương", "Sài Gòn Xanh", "Thái Sơn", "Lộc Phát", "Hợp Nhất"]
+NAME_TAILS = ["Việt Nam", "Miền Bắc", "Miền Nam", "Quốc tế", "Sài Gòn", "Hà Nội", "Số 1", "Toàn Cầu"]
+PLACES = ["Hà Nội", "Thành phố Hồ Chí Minh", "Đà Nẵng", "Hải Phòng", "Cần Thơ", "Huế", "Quảng Ninh", "Nghệ An",
+          "Khánh Hòa", "Đồng Nai", "Lâm Đồng", "Bắc Ninh", "Thái Nguyên"]
+VSIC_CODES = ["0111", "0118", "0121", "0150", "0161", "0311", "0322", "1010", "1020", "1050", "1061", "1071",
+              "1079", "1311", "1410", "1520", "1622", "1701", "1811", "2011", "2220", "2392", "2511", "2592",
+              "2610", "2710", "2930", "3100", "3290", "3511", "3600", "3811", "4101", "4102", "4212", "4221",
+              "4290", "4321", "4322", "4330", "4390", "4511", "4520", "4530", "4620", "4632", "4641", "4649",
+              "4651", "4652", "4659", "4661", "4662", "4663", "4669", "4690", "4711", "4719", "4722", "4752",
+              "4759", "4771", "4773", "4791", "4933", "5012", "5210", "5224", "5229", "5510", "5610", "5630",
+              "5820", "6201", "6202", "6209", "6311", "6312", "6419", "6619", "6810", "6820", "6910", "6920",
+              "7020", "7110", "7310", "7320", "7410", "7490", "7710", "7830", "7912", "8110", "8230", "8299",
+              "8510", "8532", "8559", "8620", "8690", "9311", "9329", "9511", "9620",
+              "01110", "01180", "03110", "10790", "46201", "46310", "46495", "46510", "47110", "49331", "56101",
+              "62010", "68100", "41010", "43210", "47730", "55101", "85590"]
+CAPITAL_MANTISSAS = [1, 1, 2, 3, 5, 5, 8, 10, 15, 20, 50]
+
+
+def tax_check_digit(first9: str) -> str | None:
+    """The tenth digit of an enterprise code (Circular 105/2020/TT-BTC: 10 - (S mod 11), S the nine
+    digits weighted 31, 29, 23, 19, 17, 13, 7, 5, 3); None when S mod 11 = 0 (no valid code)."""
+    r = 10 - sum(w * int(d) for w, d in zip(TAX_WEIGHTS, first9)) % 11
+    return str(r) if r < 10 else None
+
+
+def is_valid_tax_code(code: str) -> bool:
+    """The pipeline's rule for MA_SO_DN, as the register writes codes (no dots, no spaces)."""
+    if len(code) == 14 and code[10] == "-":
+        if not (code[11:].isdigit() and code[11:].isascii()) or code[11:] == "000":
+            return False
+        code = code[:10]
+    return (len(code) == 10 and code.isdigit() and code.isascii() and code[2:9] != "0000000"
+            and tax_check_digit(code[:9]) == code[9])
+
+
+def _grouped(amount: int) -> str:
+    return f"{amount:,}".replace(",", ".")
+
+
+class _Dkkd:
+    """DKKD: the enterprise register of one province. Enterprises with valid tax codes (unique per
+    province: the province code and a walk through a permutation of the seven middle digits), their
+    dependent units (branches, representative offices: the parent's code + '-NNN', registered after
+    it), a few orphan branches (a parent that no row carries), legal representatives (from
+    person_ids when given: the IDs of people in core.person; otherwise or else fresh numbers, which
+    are unresolved; some people represent several enterprises).
+
+    Findings are counted on rows without a defect (a quarantined row has no findings):
+    `orphan_branch` (its parent is not among this file's valid rows) and `unresolved_person` (its
+    representative's ID is not one of person_ids). A branch's parent is always a valid row."""
+
+    columns = DKKD_COLUMNS
+    codes = ("missing_required", "invalid_tax_code", "invalid_code", "invalid_date", "invalid_number",
+             "unknown_admin_unit", "invalid_personal_id", "duplicate_key")
+    DEPENDENT_SHARE = 0.15
+    ORPHAN_SHARE = 0.01
+    KNOWN_REP_SHARE = 0.8       # of new representatives, when person_ids are given
+    REPEAT_REP_SHARE = 0.08     # a representative of an earlier enterprise again
+    A = 7_654_321               # multiplier of the permutation of the seven middle digits (coprime with 10)
+    POOL = 1 << 15              # recent valid enterprises (branch parents) and representatives kept: memory stays flat
+
+    def __init__(self, g: _Gen, person_ids=None, seq: int = 1, **_):
+        self.g = g
+        g.ids.mode = "civil"                 # fresh representatives never share a register person's number
+        g.ids.start = f"DKKD:{g.date}:{seq}"
+        self.k = 0
+        self.off = zlib.crc32(f"DKKD:{g.province}".encode()) % 10**7
+        self.parents: list[tuple[str, str, int]] = []      # (code, name, registration day): a ring of recent
+        self.n_parents = 0                                  # valid enterprises, the branches' parents
+        self.suffixes: dict[str, int] = {}                  # branches made so far, per parent in the ring
+        self.reps: list[tuple[str, str]] = []               # a ring of recent representatives
+        self.n_reps = 0
+        self.known: list[tuple[str, str | None]] = []
+        for p in person_ids or ():
+            pid, name = (p, None) if isinstance(p, str) else (p[0], p[1])
+            pid = pid.strip()
+            if is_valid_personal_id(pid):
+                self.known.append((pid, name))
+        self.known_ids = {pid for pid, _ in self.known}
+        self.findings = {"orphan_branch": 0, "unresolved_person": 0}
+        self.bad_keys: set[str] = set()
+        self.dup: list | None = None
+        rng, q = g.rng, g.quirks
+        self.forms = _pool(rng, [(i, w) for i, (_, w, _, _, _) in enumerate(LEGAL_FORMS)], 1024)
+        self.statuses = _pool(rng, STATUSES, 1024)
+        variants = (lambda v: [(v, 11), (v.upper(), 1), (v.lower(), 1), (_bare(v), 1), (f" {v} ", 1)]) if q else \
+            (lambda v: [(v, 1)])
+        self.form_values = {v: _pool(rng, variants(v), 16) for v, *_ in LEGAL_FORMS}
+        self.form_values.update({v: _pool(rng, variants(v), 16) for v in set(DEPENDENT_FORMS)})
+        self.status_values = {v: _pool(rng, variants(v), 16) for v, _ in STATUSES}
+        self.first_day = (dt.date(1991, 1, 1) - BASE_DATE).days
+
+    # -- values
+
+    def _code(self) -> str:
+        """A fresh valid ten-digit code of the province (never used before in this file)."""
+        while True:
+            self.k += 1
+            middle = (self.k * self.A + self.off) % 10**7
+            first9 = f"{self.g.province}{middle:07d}"
+            check = tax_check_digit(first9)
+            if middle and check:
+                return first9 + check
+
+    def _day(self) -> int:
+        g = self.g
+        day = g.today - int((g.today - self.first_day) * g.rng.random() ** 2)   # more of them recent
+        return g.w0 - 1 if g.w0 <= day <= g.w0 + 1 else day
+
+    def _name(self, plain: str) -> str:
+        """The name as the office sends it: often in capitals (as registered), other quirks of names."""
+        g = self.g
+        if not g.quirks:
+            return plain
+        x = g.grb(16)
+        if x & 3 == 0:
+            return plain.upper()
+        qn = (x >> 2) & 127
+        return g.quirk_name(plain, qn) if qn < g.name_q else plain
+
+    def _capital(self) -> str:
+        g = self.g
+        r = g.rng.random
+        amount = CAPITAL_MANTISSAS[int(r() * len(CAPITAL_MANTISSAS))] * 10 ** (8 + int(r() * 4))
+        k = r()
+        if k < 0.7:
+            return _grouped(amount)
+        if k < 0.95 or not g.quirks:
+            return str(amount)
+        return _grouped(amount) + ",00" if k < 0.98 else "NULL"
+
+    def _rep(self, optional: float) -> tuple[str, str]:
+        """(SO_DINH_DANH_NDD, HO_TEN_NDD) as sent (raw; the caller quotes them)."""
+        g = self.g
+        r = g.rng.random
+        if r() < optional:
+            return ("NULL" if g.quirks and r() < 0.3 else ""), ""
+        if self.reps and r() < self.REPEAT_REP_SHARE:
+            return self.reps[int(r() * len(self.reps))]
+        if self.known and r() < self.KNOWN_REP_SHARE:
+            pid, name = self.known[int(r() * len(self.known))]
+            return pid, name or g.name(int(pid[3]) % 2)
+        female = 1 if r() < 0.3 else 0
+        return g.new_id_year(g.date.year - 25 - int(r() * 45), female), g.name(female)
+
+    # -- rows
+
+    def __call__(self, defect: str | None) -> list:
+        g = self.g
+        r = g.rng.random
+        quote = g.out.quote
+        if defect == "dup2":     # the same code again, with another name and address
+            row = list(self.dup)
+            while _nfc(row[D_NAME]).strip() == _nfc(self.dup[D_NAME]).strip():
+                row[D_NAME] = quote(self._name(self._enterprise_name(r)[0]))
+            while row[D_ADDR] in (self.dup[D_ADDR], "", "NULL"):
+                row[D_ADDR] = quote(g.address())
+            return row
+        k = r()
+        orphan = k < self.ORPHAN_SHARE
+        if orphan or (k < self.ORPHAN_SHARE + self.DEPENDENT_SHARE and self.parents):
+            row, info = self._dependent(orphan)
+        else:
+            row, info = self._enterprise()
+        if defect:
+            self._inject(defect, row)
+            return row
+        # a valid row: it may be a branch's parent, and its findings count
+        if info is not None:
+            self._remember(self.parents, self.n_parents, info)
+            self.n_parents += 1
+        elif orphan:
+            self.findings["orphan_branch"] += 1
+        rep = row[D_REP].strip()
+        if rep and rep != "NULL":
+            self._remember(self.reps, self.n_reps, (row[D_REP], row[D_REP_NAME]))
+            self.n_reps += 1
+            if rep not in self.known_ids:
+                self.findings["unresolved_person"] += 1
+        return row
+
+    def _remember(self, ring: list, n: int, item) -> None:
+        if len(ring) < self.POOL:
+            ring.append(item)
+            return
+        old = ring[n % self.POOL]
+        ring[n % self.POOL] = item
+        if ring is self.parents:             # no more branches of a parent that left the ring
+            self.suffixes.pop(old[0], None)
+
+    def _enterprise_name(self, r) -> tuple[str, int, int, str]:
+        form = self.forms[int(r() * 1024)]
+        trade = int(r() * len(TRADES))
+        brand = BRANDS[int(r() * len(BRANDS))]
+        name = f"{LEGAL_FORMS[form][2]} {TRADES[trade][0]} {brand}"
+        if r() < 0.2:
+            name += " " + NAME_TAILS[int(r() * len(NAME_TAILS))]
+        return name, form, trade, brand
+
+    def _enterprise(self) -> tuple[list, tuple]:
+        g = self.g
+        r = g.rng.random
+        quote = g.out.quote
+        code = self._code()
+        name, form, trade, brand = self._enterprise_name(r)
+        form_name, _, _, en_suffix, abbreviation = LEGAL_FORMS[form]
+        ascii_brand = _bare(brand)
+        english = f"{ascii_brand} {TRADES[trade][1]} {en_suffix}" if en_suffix and r() < 0.5 else ""
+        short = f"{ascii_brand.upper()} {abbreviation}" if abbreviation and r() < 0.4 else ""
+        day = self._day()
+        prov, ward = g.ward_for(day)
+        pid, rep_name = self._rep(0.04)
+        row = [code, quote(self._name(name)), quote(english), quote(short), g.pick(self.form_values[form_name]),
+               g.DAYS[day], g.pick(self.status_values[self.statuses[int(r() * 1024)]]), quote(self._capital()),
+               g.pick(VSIC_CODES), prov, ward, g.addresses[int(r() * 16384)], pid, quote(rep_name)]
+        return row, (code, name, day)
+
+    def _dependent(self, orphan: bool) -> tuple[list, None]:
+        g = self.g
+        r = g.rng.random
+        quote = g.out.quote
+        if orphan:    # the parent is no row of this file
+            parent, parent_name, parent_day = self._code(), self._enterprise_name(r)[0], self.first_day
+            n = 1
+        else:
+            parent, parent_name, parent_day = self.parents[int(r() * len(self.parents))]
+            n = self.suffixes.get(parent, 0) + 1
+            if n > 999:
+                return self._enterprise()
+            self.suffixes[parent] = n
+        kind = DEPENDENT_FORMS[int(r() * len(DEPENDENT_FORMS))]
+        name = f"{kind} {parent_name} tại {PLACES[int(r() * len(PLACES))]}"
+        day = parent_day + int((g.today - parent_day) * r())
+        if g.w0 <= day <= g.w0 + 1:
+            day = g.w0 + 2 if g.w0 + 2 <= g.today else g.w0 - 1
+        prov, ward = g.ward_for(day)
+        pid, rep_name = self._rep(0.5)
+        capital = "NULL" if g.quirks and r() < 0.05 else ""
+        status = "Đang hoạt động" if r() < 0.9 else self.statuses[int(r() * 1024)]
+        row = [f"{parent}-{n:03d}", quote(self._name(name)), "", "", g.pick(self.form_values[kind]), g.DAYS[day],
+               g.pick(self.status_values[status]), capital, g.pick(VSIC_CODES), prov, ward,
+               g.addresses[int(r() * 16384)], pid, quote(rep_name)]
+        return row, None
+
+    # -- defects (drawn from the defect RNG); each breaks exactly one rule
+
+    def _inject(self, code: str, row: list) -> None:
+        g = self.g
+        d = g.drng
+        if code == "dup1":
+            self.dup = list(row)
+        elif code == "missing_required":     # never the key, nor the record date (NGAY_THANH_LAP)
+            row[(D_NAME, D_FORM, D_STATUS, D_WARD, D_PROV)[d.randrange(5)]] = ("", "NULL", "  ")[d.randrange(3)]
+        elif code == "invalid_tax_code":
+            row[D_CODE] = self._bad_code(row[D_CODE])
+        elif code == "invalid_code":
+            v = d.randrange(3)
+            if v == 0:
+                row[D_FORM] = d.choice(["Hộ kinh doanh", "Công ty TNHH", "Hợp tác xã", "CTY CP", "DNTN", "TNHH MTV"])
+            elif v == 1:
+                row[D_STATUS] = d.choice(["Hoạt động", "Ngừng hoạt động", "Tạm dừng", "1", "Giải thể", "NNT ngừng hoạt động"])
+            else:
+                row[D_VSIC] = d.choice(["469", "04690", "G4690", "46.90", "Bán buôn", "4690-1", "34100", "0000"])
+        elif code == "invalid_date":
+            y = row[D_DATE][6:]
+            row[D_DATE] = d.choice([f"31/02/{y}", f"30/02/{y}", f"31/04/{y}", f"32/01/{y}", f"15/13/{y}",
+                                    f"00/00/{y}", y, f"{y}-{row[D_DATE][3:5]}-{row[D_DATE][:2]}", "không rõ"])
+        elif code == "invalid_number":
+            row[D_CAPITAL] = g.out.quote(d.choice(
+                ["1,5 tỷ", "500 triệu", "1.000.000.5", "10.00.000", "12,5", "-500.000.000", "1,000,000,000",
+                 "100.000.000đ", "2.000.000.000,50", "1.0000.000"]))
+        elif code == "unknown_admin_unit":
+            if d.random() < 0.75:
+                row[D_WARD] = g.bad_ward()
+            else:
+                row[D_PROV] = g.bad_province()
+        elif code == "invalid_personal_id":
+            pid = row[D_REP].strip()
+            if not pid or pid == "NULL":
+                female = d.randrange(2)
+                pid = g.new_id_year(g.date.year - 30, female)
+                row[D_REP_NAME] = g.out.quote(g.name(female))
+            year = 1900 + (int(pid[3]) // 2) * 100 + int(pid[4:6])
+            row[D_REP] = g.bad_personal_id(pid, year, int(pid[3]) % 2)
+        else:
+            raise ValueError(code)
+
+    def _bad_code(self, code: str) -> str:
+        """A malformed code made from a valid unique one (so unique too: no duplicate_key besides)."""
+        d = self.g.drng
+        for _ in range(20):
+            if len(code) == 14:              # a dependent unit
+                parent, suffix = code[:10], code[11:]
+                v = d.randrange(4)
+                bad = (parent + suffix if v == 0 else                                    # no hyphen
+                       f"{parent[:9]}{(int(parent[9]) + 1 + d.randrange(9)) % 10}-{suffix}" if v == 1 else
+                       f"{parent[:4]}.{parent[4:7]}.{parent[7:]}-{suffix}" if v == 2 else   # dots
+                       f"{self._code()}-000")                                            # suffix 000
+            else:
+                v = d.randrange(6)
+                if v == 0:                   # wrong check digit
+                    bad = code[:9] + str((int(code[9]) + 1 + d.randrange(9)) % 10)
+                elif v == 1:                 # Excel dropped the leading zero / a digit lost
+                    bad = code[1:] if code[0] == "0" else code[:9]
+                elif v == 2:
+                    bad = f"{code[:4]}.{code[4:7]}.{code[7:]}"
+                elif v == 3:
+                    bad = f"{code[:4]} {code[4:7]} {code[7:]}"
+                elif v == 4:                 # a letter O typed for a zero, or an extra digit
+                    bad = "O" + code[1:] if code[0] == "0" else code + "0"
+                else:                        # a nine-digit prefix for which no check digit exists
+                    s8 = sum(w * int(x) for w, x in zip(TAX_WEIGHTS, code[:8]))
+                    n9 = (-s8 * 4) % 11
+                    bad = code[:8] + str(n9) + code[9] if n9 < 10 else code[:9] + "X"
+            if bad not in self.bad_keys and not is_valid_tax_code(bad):
+                self.bad_keys.add(bad)
+                return bad
+        raise RuntimeError("no unique malformed enterprise code found")
+
+
+class _XlsxOut:
+    """A delivery written as an Excel workbook (.xlsx, one sheet named after the feed) by openpyxl
+    in write-only mode (rows streamed to a temporary file: memory does not grow), with an optional
+    title row and an empty row above the header. As Excel holds them, half of the rows (at random)
+    carry typed cells: a valid date as a date cell (a timestamp as a date-time cell), VON_DIEU_LE's
+    plain digits as a number, province and ward codes as numbers (their leading zeros lost). The
+    zip is re-packed with fixed timestamps: the same arguments give the same bytes."""
+
+    delimiter = ","
+    nl = "\n"
+    join = list
+
+    def __init__(self, path: Path, sheet: str, title_row: str | None, date: dt.date, seed: int):
+        from openpyxl import Workbook
+
+        self.path = path
+        self.part = path.with_name(f".{path.name}.part")
+        self.stamp = dt.datetime.combine(date, dt.time(7, 30))
+        self.wb = Workbook(write_only=True)
+        self.wb.properties.created = self.wb.properties.modified = self.stamp
+        self.wb.properties.creator = "corehub generate"
+        self.ws = self.wb.create_sheet(sheet)
+        if title_row:
+            self.ws.append([title_row])
+            self.ws.append([])
+        self.rng = random.Random(f"cells:{seed}")
+        self.kinds: dict[int, str] | None = None
+        self.table = None
+
+    def quote(self, value: str) -> str:
+        return value
+
+    def line(self, values) -> list:
+        values = list(values)
+        if self.kinds is None:               # the header: which columns get typed cells
+            self.kinds = {}
+            for i, name in enumerate(values):
+                n = name.strip().upper()
+                kind = ("timestamp" if n == "NGAY_CAP_NHAT" else "date" if n.startswith("NGAY_") else
+                        "number" if n == "VON_DIEU_LE" else "code2" if n.startswith("MA_TINH") else
+                        "code5" if n.startswith("MA_XA") else None)
+                if kind:
+                    self.kinds[i] = kind
+        return values
+
+    def _typed(self, row: list):
+        if self.rng.random() < 0.5:
+            return row
+        row = list(row)
+        for i, kind in self.kinds.items():
+            v = row[i] if i < len(row) else ""
+            if kind in ("date", "timestamp"):
+                try:
+                    if kind == "date" and len(v) == 10:
+                        row[i] = dt.datetime.strptime(v, "%d/%m/%Y").date()
+                    elif kind == "timestamp" and len(v) == 19:
+                        row[i] = dt.datetime.strptime(v, "%d/%m/%Y %H:%M:%S")
+                except ValueError:
+                    pass
+            elif v.isascii() and v.isdigit():
+                width = {"code2": 2, "code5": 5}.get(kind)
+                if (width and len(v) == width) or (kind == "number" and (v == "0" or v[0] != "0") and len(v) < 16):
+                    row[i] = int(v)
+        return row
+
+    def write_lines(self, lines: list) -> None:
+        append, typed = self.ws.append, self._typed
+        for row in lines:
+            append(typed(row))
+
+    def write(self, text: str) -> None:
+        for _ in range(text.count("\n")):
+            self.ws.append([])
+
+    def close(self, complete: bool) -> None:
+        if complete:
+            self.wb.save(self.part)
+            _repack_zip(self.part, self.stamp)
+            os.replace(self.part, self.path)
+        else:
+            self.part.unlink(missing_ok=True)
+
+
+def _repack_zip(path: Path, stamp: dt.datetime) -> None:
+    """Rewrite a zip with one fixed timestamp on every member (openpyxl stamps them with now)."""
+    import shutil
+    import zipfile
+
+    tmp = path.with_name(path.name + ".repack")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+        for info in src.infolist():
+            member = zipfile.ZipInfo(info.filename, date_time=stamp.timetuple()[:6])
+            member.compress_type = zipfile.ZIP_DEFLATED
+            member.external_attr = 0o644 << 16
+            if info.filename == "docProps/core.xml":      # openpyxl writes the time of saving as modified
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>" + f"{stamp:%Y-%m-%dT%H:%M:%SZ}".encode(),
+                              src.read(info))
+                dst.writestr(member, data)
+                continue
+            with src.open(info) as fin, dst.open(member, "w", force_zip64=info.file_size > 1 << 31) as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class Feed:
     name: str
@@ -927,10 +1385,11 @@ class Feed:
     maker: Callable              # maker(gen, **options) -> row function (or object with .row)
 
 
-# One entry per feed; DKKD, TDDAT and GCN will be one more maker each.
+# One entry per feed; TDDAT and GCN will be one more maker each.
 FEEDS: dict[str, Feed] = {
     "CUTRU": Feed("CUTRU", _Cutru.columns, _Cutru.codes, _Cutru),
     "HOTICH": Feed("HOTICH", _Hotich.columns, _Hotich.codes, _Hotich),
+    "DKKD": Feed("DKKD", _Dkkd.columns, _Dkkd.codes, _Dkkd),
 }
 
 
@@ -961,16 +1420,21 @@ def _defect_plan(codes: tuple[str, ...], total: int) -> Iterator[str]:
 def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *,
              date: dt.date | None = None, seq: int = 1, seed: int = 0, encoding: str = "utf-8",
              quirks: bool = True, crlf: bool = False, trailing_blank_lines: int = 0,
-             repeat_header_at: int | None = None, person_ids=None, manifest: bool = False) -> dict:
+             repeat_header_at: int | None = None, person_ids=None, manifest: bool = False,
+             file_type: str = "csv", title_row: str | None = None) -> dict:
     """Write one delivery file into out_dir and return its manifest (see the module doc).
 
     rows: data rows written (a repeated header line is not one); defect_rate: share of rows that
     carry exactly one defect (round(rows * defect_rate) rows spread at random, codes round-robin,
     a duplicate_key pair counting 2); date: the delivery date (default 2026-11-20); encoding:
     utf-8, utf-8-sig (BOM), cp1258, utf-16 (Excel "Unicode text": UTF-16 LE, BOM, tabs);
-    repeat_header_at: write the header again after that many data rows; person_ids (HOTICH):
-    IDs or (ID, name) pairs to use as event subjects; manifest=True also writes
-    <file name>.manifest.json next to the file."""
+    repeat_header_at: write the header again after that many data rows; person_ids (HOTICH,
+    DKKD): IDs or (ID, name) pairs to use as event subjects / legal representatives (the people
+    in core.person); manifest=True also writes <file name>.manifest.json next to the file.
+    file_type: csv, or xlsx (an Excel workbook written by openpyxl in write-only mode; see
+    _XlsxOut; encoding and crlf do not apply); title_row: an xlsx's title, written on row 1 above
+    an empty row and the header. A feed whose rows can carry findings (DKKD) adds "findings" to
+    the manifest: rows without a defect that the pipeline loads with a finding."""
     feed = feed.upper()
     if feed not in FEEDS:
         raise ValueError(f"unknown feed {feed!r}; known: {', '.join(FEEDS)}")
@@ -978,12 +1442,18 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
         raise ValueError("rows must be >= 0 and defect_rate between 0 and 1")
     spec = FEEDS[feed]
     date = date or DEFAULT_DATE
+    if file_type not in ("csv", "xlsx"):
+        raise ValueError("file_type must be csv or xlsx")
+    if file_type == "xlsx" and (encoding != "utf-8" or crlf):
+        raise ValueError("an .xlsx delivery has no text encoding or line ends to choose")
+    if title_row is not None and file_type != "xlsx":
+        raise ValueError("a title row is for an .xlsx delivery")
     _refs(province)                      # fails early on an unknown province
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / delivery_name(feed, province, date, seq)
+    path = out_dir / delivery_name(feed, province, date, seq, file_type)
 
-    out = _Out(path, encoding, crlf)
+    out = _Out(path, encoding, crlf) if file_type == "csv" else _XlsxOut(path, feed, title_row, date, seed)
     complete = False
     try:
         g = _Gen(province, date, seed, quirks, encoding, out)
@@ -1001,7 +1471,7 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
                 h, k = columns[j], hrng.random()
                 header.append(h.lower() if k < 0.15 else f" {h} " if k < 0.25 else h.title() if k < 0.3 else h)
         reorder = operator.itemgetter(*order)
-        join = out.delimiter.join
+        join = out.join
         header_line = out.line(header)
 
         n_defects = round(rows * defect_rate)
@@ -1035,6 +1505,8 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
     result = {"path": str(path), "feed": feed, "province": province, "rows_read": rows,
               "rejections": {c: counts[c] for c in spec.codes if c in counts},
               "defect_rows": sum(counts.values())}
+    if hasattr(maker, "findings"):
+        result["findings"] = {k: n for k, n in maker.findings.items() if n}
     if manifest:
         Path(f"{path}.manifest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
                                                  encoding="utf-8")
@@ -1076,12 +1548,53 @@ def _data_lines(fh, header_line: str) -> Iterator[str]:
 
 def read_rows(path) -> Iterator[list[str]]:
     """The header (first item) and the data records of a delivery written by this module, values
-    exactly as sent; blank lines and repeated header lines are skipped."""
+    exactly as sent; blank lines and repeated header lines are skipped. An .xlsx delivery's values
+    are the text its typed cells stand for (see _XlsxOut); rows above the header are skipped."""
+    if str(path).endswith(".xlsx"):
+        yield from _xlsx_rows(path)
+        return
     encoding, delimiter, _ = sniff(path)
     with open(path, encoding=encoding, newline="") as fh:
         header_line = fh.readline().rstrip("\r\n").lstrip("\ufeff")
         yield next(csv.reader([header_line], delimiter=delimiter))
         yield from csv.reader(_data_lines(fh, header_line), delimiter=delimiter)
+
+
+def _xlsx_rows(path) -> Iterator[list[str]]:
+    """read_rows() of a workbook written by _XlsxOut (read with python-calamine, a reader
+    independent of the pipeline's): the header is the first row with more than one value."""
+    from python_calamine import CalamineWorkbook
+
+    def text(v, width: int | None) -> str:
+        if isinstance(v, dt.datetime):
+            return f"{v:%d/%m/%Y}" if v.time() == dt.time() else f"{v:%d/%m/%Y %H:%M:%S}"
+        if isinstance(v, dt.date):
+            return f"{v:%d/%m/%Y}"
+        if isinstance(v, bool):
+            return "TRUE" if v else "FALSE"
+        if isinstance(v, (int, float)):
+            t = str(int(v)) if float(v).is_integer() else str(v)
+            return t.zfill(width) if width else t
+        return "" if v is None else str(v)
+
+    with CalamineWorkbook.from_path(str(path)) as wb:
+        rows = wb.get_sheet_by_index(0).to_python(skip_empty_area=False)
+    header, widths = None, {}
+    for raw in rows:
+        if header is None:
+            if sum(1 for v in raw if v not in ("", None)) > 1:
+                header = [text(v, None) for v in raw]
+                while header and header[-1] == "":
+                    header.pop()
+                for i, h in enumerate(header):
+                    n = h.strip().upper()
+                    widths[i] = 2 if n.startswith("MA_TINH") else 5 if n.startswith("MA_XA") else None
+                yield header
+            continue
+        values = [text(v, widths.get(i)) for i, v in enumerate(raw[:len(header)])]
+        values += [""] * (len(header) - len(values))
+        if any(v.strip() for v in values) and values != header:
+            yield values
 
 
 def read_delivery(path) -> Iterator[dict[str, str]]:
@@ -1293,10 +1806,13 @@ def main(argv=None) -> None:
     p.add_argument("--no-quirks", action="store_true")
     p.add_argument("--crlf", action="store_true")
     p.add_argument("--manifest", action="store_true")
+    p.add_argument("--xlsx", action="store_true", help="write an Excel workbook instead of a CSV file")
+    p.add_argument("--title-row", default=None, help="(--xlsx) a title on row 1, above the header")
     a = p.parse_args(argv)
     t = time.perf_counter()
     res = generate(a.feed, a.rows, a.province, a.defect_rate, a.out_dir, date=a.date, seq=a.seq,
-                   seed=a.seed, encoding=a.encoding, quirks=not a.no_quirks, crlf=a.crlf, manifest=a.manifest)
+                   seed=a.seed, encoding=a.encoding, quirks=not a.no_quirks, crlf=a.crlf, manifest=a.manifest,
+                   file_type="xlsx" if a.xlsx else "csv", title_row=a.title_row)
     secs = time.perf_counter() - t
     res.update(seconds=round(secs, 2), rows_per_second=round(a.rows / secs) if secs else None,
                bytes=Path(res["path"]).stat().st_size)

@@ -7,12 +7,15 @@ import logging
 
 import psycopg
 
+from . import lineage, notify
+
 log = logging.getLogger(__name__)
 
 
 def after_delivery(conn: psycopg.Connection, receipt: dict, province: str | None, stages: dict[str, float],
                    seconds: float) -> None:
-    """Record the delivery in ops.delivery_log (a duplicate is not a new delivery)."""
+    """Record the delivery in ops.delivery_log (a duplicate is not a new delivery), then notify a
+    rejection (pipelines.notify) and emit the delivery's OpenLineage events (pipelines.lineage)."""
     if receipt["status"] == "duplicate":
         return
     try:
@@ -25,3 +28,11 @@ def after_delivery(conn: psycopg.Connection, receipt: dict, province: str | None
              round(seconds, 3)))
     except psycopg.Error as exc:  # the delivery is done; the log is not worth failing it for
         log.warning("could not write ops.delivery_log for delivery %s: %s", receipt["delivery_id"], exc)
+    try:
+        notify.delivery_finished(receipt, province)
+    except Exception as exc:  # noqa: BLE001 - notify already swallows channel errors; belt and braces
+        log.warning("could not notify about delivery %s: %s", receipt["delivery_id"], exc)
+    try:
+        lineage.delivery_finished(conn, receipt, province, stages, seconds)
+    except Exception as exc:  # noqa: BLE001 - lineage is an observer, never a reason to fail a delivery
+        log.warning("could not emit the lineage of delivery %s: %s", receipt["delivery_id"], exc)

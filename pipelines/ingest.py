@@ -170,7 +170,7 @@ class Run:
         if not self.conn.execute("select 1 from ref.province_lookup where code = %s",
                                  (self.name.province,)).fetchone():
             raise Rejection(f"province code {self.name.province!r} in the file name is not a GSO province code")
-        fmt, pieces = decode.open_text(self.archived.path)
+        fmt, pieces = decode.open_delivery(self.archived.path, self.name.ext, self.contract)
         with self.timer("stage"):
             try:
                 present = self._stage(fmt, pieces)
@@ -317,9 +317,12 @@ class Run:
                 select.append(f"a.{col}")
             else:
                 raise ContractError(f"store.{c.entity}.{col} has no source in the {c.feed} contract")
-        vf = c.column(c.valid_from)
-        valid_from = (f"a.{vf.to}" if vf.rule.sql_type == "timestamptz"
-                      else f"(a.{vf.to}::timestamp at time zone interval '+07:00')")
+        if c.valid_from == "delivery_date":  # no change date in the feed: valid from the file name's date
+            valid_from = f"'{self.name.date.isoformat()} 00:00+07'::timestamptz"
+        else:
+            vf = c.column(c.valid_from)
+            valid_from = (f"a.{vf.to}" if vf.rule.sql_type == "timestamptz"
+                          else f"(a.{vf.to}::timestamp at time zone interval '+07:00')")
         # a view, not a copy: the merge reads it twice, which costs less than writing it once
         self.conn.execute(f"""
             create view {self.accepted} as

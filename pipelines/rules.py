@@ -76,6 +76,27 @@ TYPES: dict[str, TypeRule] = {
         lookup_extra="{j}.after_reform = coalesce({d} >= date '2025-07-01', true)"),
 }
 
+# The enterprise register (DKKD); their SQL functions are in sql/010_enterprise_rules.sql.
+TYPES.update({
+    "tax_code": TypeRule(
+        "invalid_tax_code", "not rules.is_tax_code({v})", "{v}", "text",
+        "an enterprise code (tax code) as the register writes it: 10 digits, the tenth being the check "
+        "digit of the first nine (Circular 105/2020/TT-BTC: 10 - (S mod 11), S = the digits weighted "
+        "31, 29, 23, 19, 17, 13, 7, 5, 3; digits 3-9 not all 0), or a dependent unit's NNNNNNNNNN-NNN: "
+        "its parent's valid ten-digit code, a hyphen, a suffix 001-999; no dots or spaces"),
+    "money": TypeRule(
+        "invalid_number", "rules.parse_money({v}) is null", "rules.parse_money({v})", "bigint",
+        "a whole amount in VND: digits, optionally grouped by dot thousands separators "
+        "(1.000.000.000), optionally with a zero decimal part after a decimal comma (,00)",
+        dictionary=True),   # amounts repeat (round sums): each distinct text is parsed once
+    "vsic": TypeRule(
+        "invalid_code", "not rules.is_vsic({v})", "{v}", "text",
+        "a VSIC 2018 economic activity code: 4 or 5 digits, the first two one of its divisions",
+        dictionary=True),
+    "org_name": TypeRule(None, None, "rules.collapse_spaces({v})", "text",
+                         "a registered name: NFC, spaces collapsed, case kept as registered"),
+})
+
 
 def code_list_sql(v: str, code_list: dict) -> str:
     """A CASE mapping the folded text to the code list's conformed values (NULL when unknown)."""

@@ -499,3 +499,164 @@ def test_no_partial_file_in_the_inbox(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         gen.generate("CUTRU", 10_000, "01", 0.01, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------- DKKD, the enterprise register
+
+from stdnum.vn import mst  # noqa: E402  (an independent implementation of the tax-code check digit)
+
+DKKD_REQUIRED = ("MA_SO_DN", "TEN_DN", "LOAI_HINH", "NGAY_THANH_LAP", "TINH_TRANG", "MA_TINH_TRU_SO", "MA_XA_TRU_SO")
+DKKD_FORMS = {_fold(f) for f in ("Công ty TNHH một thành viên", "Công ty TNHH hai thành viên trở lên",
+                                 "Công ty cổ phần", "Công ty hợp danh", "Doanh nghiệp tư nhân", "Chi nhánh",
+                                 "Văn phòng đại diện")}
+DKKD_STATUSES = {_fold(s) for s in ("Đang hoạt động", "Tạm ngừng kinh doanh", "Đang làm thủ tục giải thể",
+                                    "Đã giải thể", "Bị thu hồi GCN ĐKDN", "Phá sản")}
+VSIC_DIVISIONS = {f"{d:02d}" for d in [1, 2, 3, *range(5, 34), *range(35, 40), 41, 42, 43, 45, 46, 47,
+                                       *range(49, 54), 55, 56, *range(58, 67), 68, *range(69, 76),
+                                       *range(77, 83), 84, 85, 86, 87, 88, *range(90, 100)]}
+
+
+def _tax_code_ok(v: str) -> bool:
+    return bool(re.fullmatch(r"[0-9]{10}(-[0-9]{3})?", v)) and mst.is_valid(v)
+
+
+def _money_ok(v: str) -> bool:
+    m = re.fullmatch(r"([0-9]+|[0-9]{1,3}(?:\.[0-9]{3})+)(?:,0+)?", v)
+    return bool(m) and len(m[1].replace(".", "")) <= 18
+
+
+def _dkkd_reasons(row: dict, province: str, delivery: dt.date) -> set[str]:
+    v = {k: _clean(x) for k, x in row.items()}
+    out = set()
+    if any(v[c] is None for c in DKKD_REQUIRED):
+        out.add("missing_required")
+    if v["MA_SO_DN"] is not None and not _tax_code_ok(v["MA_SO_DN"]):
+        out.add("invalid_tax_code")
+    if (v["LOAI_HINH"] and _fold(v["LOAI_HINH"]) not in DKKD_FORMS) \
+            or (v["TINH_TRANG"] and _fold(v["TINH_TRANG"]) not in DKKD_STATUSES) \
+            or (v["NGANH_NGHE_CHINH"] and not (re.fullmatch(r"[0-9]{4,5}", v["NGANH_NGHE_CHINH"])
+                                               and v["NGANH_NGHE_CHINH"][:2] in VSIC_DIVISIONS)):
+        out.add("invalid_code")
+    founded = _date(v["NGAY_THANH_LAP"]) if v["NGAY_THANH_LAP"] else None
+    if v["NGAY_THANH_LAP"] and founded is None:
+        out.add("invalid_date")
+    if v["VON_DIEU_LE"] and not _money_ok(v["VON_DIEU_LE"]):
+        out.add("invalid_number")
+    r = ref()
+    if v["MA_TINH_TRU_SO"] and v["MA_TINH_TRU_SO"] not in r.province_now:
+        out.add("unknown_admin_unit")
+    # the ward is read on the registration date (an unreadable one: as a current code)
+    if v["MA_XA_TRU_SO"] and r.ward_now(v["MA_XA_TRU_SO"], founded or REFORM) is None:
+        out.add("unknown_admin_unit")
+    if v["SO_DINH_DANH_NDD"] is not None and not _valid_pid(v["SO_DINH_DANH_NDD"]):
+        out.add("invalid_personal_id")
+    if not out:   # a valid row must also be plausible
+        ward = r.ward_now(v["MA_XA_TRU_SO"], founded)
+        assert r.current[ward] == province, row
+        assert r.province_now[v["MA_TINH_TRU_SO"]] == province, row
+        assert dt.date(1991, 1, 1) <= founded < delivery and founded not in (dt.date(2025, 6, 30), REFORM), row
+        if founded < REFORM:
+            assert r.legacy[v["MA_XA_TRU_SO"]][0] == v["MA_TINH_TRU_SO"], row
+        dependent = _fold(v["LOAI_HINH"]) in ("chinhanh", "vanphongdaidien")
+        assert dependent == ("-" in v["MA_SO_DN"]), row
+    return out
+
+
+KEYS["DKKD"] = "MA_SO_DN"
+CHECKS["DKKD"] = _dkkd_reasons
+
+
+def _dkkd_findings(rows: list[dict], province: str, delivery: dt.date, person_ids) -> dict:
+    """orphan_branch and unresolved_person among the rows the pipeline loads, found independently."""
+    reasons = [_dkkd_reasons(r, province, delivery) for r in rows]
+    keys = Counter(_clean(r["MA_SO_DN"]) for r in rows)
+    valid = [r for r, rs in zip(rows, reasons)
+             if not rs and (keys[_clean(r["MA_SO_DN"])] == 1
+                            or len({tuple(sorted(x.items())) for x in rows if x["MA_SO_DN"] == r["MA_SO_DN"]}) == 1)]
+    codes = {_clean(r["MA_SO_DN"]) for r in valid}
+    known = set(person_ids or ())
+    orphans = sum(1 for r in valid if "-" in r["MA_SO_DN"] and _clean(r["MA_SO_DN"])[:10] not in codes)
+    unresolved = sum(1 for r in valid if _clean(r["SO_DINH_DANH_NDD"]) and _clean(r["SO_DINH_DANH_NDD"]) not in known)
+    return {k: n for k, n in (("orphan_branch", orphans), ("unresolved_person", unresolved)) if n}
+
+
+@pytest.mark.parametrize("province,rate,date,quirks", [
+    ("01", 0.05, dt.date(2026, 11, 20), True), ("79", 0.2, dt.date(2026, 11, 20), True),
+    ("48", 0.013, dt.date(2025, 3, 2), True), ("92", 0.1, dt.date(2026, 1, 5), False), ("01", 0.0, None, True),
+])
+def test_dkkd_counts_and_findings_are_exact(tmp_path, province, rate, date, quirks):
+    people = [p for p, _ in (("001090000001", 0),)] + [f"0{province}0{80 + i % 20:02d}{i:06d}" for i in range(200)]
+    m = gen.generate("DKKD", 3000, province, rate, tmp_path, date=date, seed=3, quirks=quirks, person_ids=people)
+    counts, defect_rows, n, rows = check(m["path"], "DKKD", province, date or gen.DEFAULT_DATE)
+    assert n == m["rows_read"] == 3000
+    assert dict(counts) == m["rejections"] and defect_rows == m["defect_rows"] == round(3000 * rate)
+    if rate:
+        assert set(m["rejections"]) == set(gen.FEEDS["DKKD"].codes)
+    assert m["findings"] == _dkkd_findings(rows, province, date or gen.DEFAULT_DATE, people)
+    assert m["findings"]["orphan_branch"] > 0 and m["findings"]["unresolved_person"] > 0
+
+
+def test_dkkd_enterprises_branches_and_representatives(tmp_path):
+    known = [f"0010{80 + i % 20:02d}{i:06d}" for i in range(100)]
+    m = gen.generate("DKKD", 5000, "01", 0.0, tmp_path, seed=8, person_ids=known)
+    rows = list(gen.read_delivery(m["path"]))
+    codes = [r["MA_SO_DN"].strip() for r in rows]
+    assert len(set(codes)) == len(codes) and all(mst.is_valid(c) and gen.is_valid_tax_code(c) for c in codes)
+    by_code = {r["MA_SO_DN"].strip(): r for r in rows}
+    branches = [r for r in rows if "-" in r["MA_SO_DN"]]
+    assert 0.1 * len(rows) < len(branches) < 0.25 * len(rows)
+    with_parent = [b for b in branches if b["MA_SO_DN"][:10] in by_code]
+    assert len(with_parent) == len(branches) - m["findings"]["orphan_branch"]
+    for b in with_parent:             # registered after the parent, named after it
+        parent = by_code[b["MA_SO_DN"][:10]]
+        assert _date(b["NGAY_THANH_LAP"].strip()) >= _date(parent["NGAY_THANH_LAP"].strip())
+        assert _nfc_upper(b["TEN_DN"]).startswith(("CHI NHÁNH", "VĂN PHÒNG ĐẠI DIỆN"))
+        assert _nfc_upper(parent["TEN_DN"]) in _nfc_upper(b["TEN_DN"])
+    reps = Counter(r["SO_DINH_DANH_NDD"].strip() for r in rows if r["SO_DINH_DANH_NDD"].strip() not in ("", "NULL"))
+    assert max(reps.values()) > 1                      # some people represent several enterprises
+    assert sum(n for p, n in reps.items() if p in known) > 0.6 * sum(reps.values())
+    assert all(_valid_pid(p) for p in reps)
+    # what offices send: names in capitals as registered, other name quirks, every legal form and status
+    names = [r["TEN_DN"] for r in rows]
+    assert any(n.strip() == n.strip().upper() for n in names) and any("  " in n.strip() for n in names)
+    assert any(not unicodedata.is_normalized("NFC", n) for n in names)
+    assert {_fold(r["LOAI_HINH"]) for r in rows} == DKKD_FORMS
+    assert {_fold(r["TINH_TRANG"]) for r in rows} == DKKD_STATUSES
+    capitals = [r["VON_DIEU_LE"] for r in rows]
+    assert any(re.fullmatch(r"\d{1,3}(\.\d{3})+", c) for c in capitals) and any(c.isdigit() for c in capitals)
+    assert any(c.endswith(",00") for c in capitals) and "NULL" in capitals
+    assert any("," in r["TEN_VIET_TAT"] for r in rows)          # quoted in the file
+
+
+def _nfc_upper(s: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", s).split()).upper()
+
+
+def test_dkkd_workbook_holds_the_same_rows_as_the_csv_file(tmp_path):
+    from python_calamine import CalamineWorkbook
+
+    csv_m = gen.generate("DKKD", 2000, "79", 0.05, tmp_path / "csv", seed=4, repeat_header_at=700)
+    xlsx_m = gen.generate("DKKD", 2000, "79", 0.05, tmp_path / "xlsx", seed=4, repeat_header_at=700,
+                          file_type="xlsx", title_row="DANH SÁCH DOANH NGHIỆP")
+    assert Path(xlsx_m["path"]).name == "DKKD_79_20261120_001.xlsx"
+    assert {k: v for k, v in xlsx_m.items() if k != "path"} == {k: v for k, v in csv_m.items() if k != "path"}
+    assert list(gen.read_delivery(xlsx_m["path"])) == list(gen.read_delivery(csv_m["path"]))
+    with CalamineWorkbook.from_path(xlsx_m["path"]) as wb:
+        assert wb.sheet_names == ["DKKD"]
+        cells = wb.get_sheet_by_index(0).to_python(skip_empty_area=False)
+    assert cells[0] == ["DANH SÁCH DOANH NGHIỆP"] + [""] * (len(cells[0]) - 1) and not any(cells[1])
+    kinds = Counter(type(v).__name__ for row in cells[3:] for v in row)
+    assert kinds["date"] + kinds["datetime"] > 500 and kinds["float"] + kinds["int"] > 1000 and kinds["str"]
+    again = gen.generate("DKKD", 2000, "79", 0.05, tmp_path / "again", seed=4, repeat_header_at=700,
+                         file_type="xlsx", title_row="DANH SÁCH DOANH NGHIỆP")
+    assert Path(again["path"]).read_bytes() == Path(xlsx_m["path"]).read_bytes()     # deterministic
+
+
+def test_dkkd_bad_arguments(tmp_path):
+    with pytest.raises(ValueError):
+        gen.generate("DKKD", 10, "01", 0.0, tmp_path, title_row="X")                  # a title is for .xlsx
+    with pytest.raises(ValueError):
+        gen.generate("DKKD", 10, "01", 0.0, tmp_path, file_type="xlsx", encoding="cp1258")
+    with pytest.raises(ValueError):
+        gen.generate("DKKD", 10, "01", 0.0, tmp_path, file_type="ods")
+    assert not list(tmp_path.iterdir())
