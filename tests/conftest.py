@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -29,13 +31,15 @@ def _with_db(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def warehouse_server(tmp_path_factory):
+def warehouse_server():
     """(admin URL, template database name) for the whole session."""
     external = os.environ.get("WAREHOUSE_URL")
     if external:
         admin = external
     else:
-        home = tmp_path_factory.mktemp("warehouse-home")
+        # not under pytest's own temporary folder: a later pytest run on the same machine makes
+        # that folder private again, and the server (another system user) would lose its data
+        home = Path(tempfile.mkdtemp(prefix="corehub-test-warehouse-"))
         s = settings().__class__(home=home, warehouse_url=None)
         admin = wh.embedded_url(s)
     template = f"corehub_tpl_{os.getpid()}"
@@ -48,6 +52,7 @@ def warehouse_server(tmp_path_factory):
         conn.execute(f'drop database if exists "{template}" with (force)')
     if not external:
         wh.stop(s)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
