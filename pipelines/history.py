@@ -80,6 +80,9 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         join {target.table} h on {key_join} and {CURRENT.format(a='h')}
         where h.content_hash <> {hash_sql(cols, target, 'a')} or h.scope <> a._scope""")
     if snapshot_scope is not None:
+        # fresh statistics first: right after a large load the planner would otherwise guess the
+        # store's size and may pick a nested-loop anti-join (seen: minutes instead of a second)
+        conn.execute(f"analyze {target.table}")
         keep = ""  # anti-joins, not NOT IN: these lists can hold millions
         if keep_keys:
             keep += f" and not exists (select 1 from ({keep_keys}) q (k) where q.k = h.{target.key[0]}::text)"

@@ -392,8 +392,10 @@ def _sheet_rows(book: _Book, strings) -> Iterator[tuple[int, list]]:
     # [row number, collecting text, cell type, cell style, cell column, in phonetic run, last row]
     st = [0, False, None, None, 0, 0, 0]
 
+    tag_of = tags.get
+
     def start(name, attrs):
-        tag = tags.get(name)
+        tag = tag_of(name)
         if tag == "c":
             ref = attrs.get("r")
             if ref:
@@ -424,7 +426,7 @@ def _sheet_rows(book: _Book, strings) -> Iterator[tuple[int, list]]:
             st[5] += 1
 
     def end(name):
-        tag = tags.get(name)
+        tag = tag_of(name)
         if tag == "c":
             t = st[2]
             text = "".join(buf) if buf else ""
@@ -458,10 +460,8 @@ def _sheet_rows(book: _Book, strings) -> Iterator[tuple[int, list]]:
             st[1] = False
         elif tag == "row":
             st[6] = st[0]
-            for v in cells:
-                if v != "":
-                    rows.append((st[0], list(cells)))
-                    break
+            if any(cells):              # a row of empty cells is no row ("" is the only false value)
+                rows.append((st[0], cells[:]))
         elif tag == "rPh":
             st[5] -= 1
 
