@@ -68,19 +68,19 @@ class NotUtf8(Exception):
     """A file sniffed as UTF-8 holds bytes that are not: read it again as Windows-1258."""
 
 
-def _lines_cut(chunks: Iterator[str]) -> Iterator[str]:
-    """Re-chunk decoded text so that every piece ends at a line end; clean each piece."""
-    rest = ""
+def _lines_cut(chunks, clean, newline):
+    """Re-chunk text or bytes so that every piece ends at a line end; clean each piece."""
+    rest = newline[:0]
     for chunk in chunks:
-        text = rest + chunk
-        cut = text.rfind("\n")
+        data = rest + chunk
+        cut = data.rfind(newline)
         if cut < 0:
-            rest = text
+            rest = data
             continue
-        rest = text[cut + 1:]
-        yield _clean(text[:cut + 1])
+        rest = data[cut + 1:]
+        yield clean(data[:cut + 1])
     if rest.strip():
-        yield _clean(rest + "\n")
+        yield clean(rest + newline)
 
 
 def _clean(piece: str) -> str:
@@ -112,20 +112,13 @@ def _clean_bytes(piece: bytes) -> bytes:
 
 
 def _utf8_pieces(path: Path, bom: bool) -> Iterator[bytes]:
-    rest = b""
-    with open(path, "rb") as fh:
-        if bom:
-            fh.read(len(codecs.BOM_UTF8))
-        while chunk := fh.read(CHUNK):
-            data = rest + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
-            rest = data[cut + 1:]
-            yield _clean_bytes(data[:cut + 1])
-    if rest.strip():
-        yield _clean_bytes(rest + b"\n")
+    def raw() -> Iterator[bytes]:
+        with open(path, "rb") as fh:
+            if bom:
+                fh.read(len(codecs.BOM_UTF8))
+            while chunk := fh.read(CHUNK):
+                yield chunk
+    return _lines_cut(raw(), _clean_bytes, b"\n")
 
 
 def _text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
@@ -139,7 +132,7 @@ def _text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
             except UnicodeDecodeError as exc:
                 raise Rejection(f"the file is not readable text in {encoding} (byte {exc.start} of a chunk "
                                 "cannot be decoded): send UTF-8, Windows-1258 or UTF-16") from None
-    for piece in _lines_cut(raw()):
+    for piece in _lines_cut(raw(), _clean, "\n"):
         yield piece.encode("utf-8")
 
 
