@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -217,8 +218,15 @@ def test_make_up_serves_the_ui_with_every_feeds_dag_and_make_down_stops_it(reque
         pause = urllib.request.Request(f"{ui}/api/v2/dags/ingest_hotich", method="PATCH",
                                        data=json.dumps({"is_paused": True}).encode(),
                                        headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(pause, timeout=30) as response:
-            assert json.loads(response.read())["is_paused"] is True
+        for attempt in range(5):  # the standalone's SQLite metadata DB can be busy for a moment (HTTP 500)
+            try:
+                with urllib.request.urlopen(pause, timeout=30) as response:
+                    assert json.loads(response.read())["is_paused"] is True
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == 4:
+                    raise
+                time.sleep(2)
         assert ops._unpause(ui, "ingest_hotich")
         assert _get(f"{ui}/api/v2/dags/ingest_hotich")["is_paused"] is False
         timings["paused DAG switched on"] = time.monotonic() - started
