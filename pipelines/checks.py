@@ -242,12 +242,17 @@ def known_sql(contract: Contract, raw_table: str, table: str, present: set[str],
     """Rows identical to the current version they would merge into (same raw hash, same scope):
     they passed every rule when that version was loaded, so they are not checked again. `%(scope)s`
     is the delivery's scope. _key is the version's key as the checked pass spells it."""
-    key = " || '|' || ".join(f"coalesce(h.{c.to}::text, '')" for c in _key_columns(contract, constants))
+    key_cols = _key_columns(contract, constants)
+    key = " || '|' || ".join(f"coalesce(h.{c.to}::text, '')" for c in key_cols)
+    # matched on the key as well: the key index finds the version (no index on the hash needed),
+    # and a key sent in another spelling than stored is simply checked again
+    same_key = "".join(f" and h.{c.to}::text = {clean('s.' + stage_column(c))}" for c in key_cols
+                       if c.source in present)
     return f"""
 create unlogged table {table} as
 select s._row, h.version_id, {key} as _key
 from {raw_table} s
-join {store_table} h on h.raw_hash = {raw_hash_sql(contract, present)}
+join {store_table} h on h.raw_hash = {raw_hash_sql(contract, present)}{same_key}
                     and h.valid_to = 'infinity' and h.recorded_to = 'infinity' and h.scope = %(scope)s
 """
 

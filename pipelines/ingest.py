@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +30,10 @@ CHANGES_NONE = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
 def connect(url: str) -> psycopg.Connection:
     conn = psycopg.connect(url, autocommit=True)
     conn.execute("set timezone = 'UTC'")  # content hashes render timestamps as text
+    # a delivery's statements scan millions of rows: let the planner use parallel workers sooner
+    # (measured: the known-row lookup of 1M rows, 4.6 s -> 3.0 s on 2 cores)
+    conn.execute("set parallel_setup_cost = 100")
+    conn.execute("set parallel_tuple_cost = 0.01")
     return conn
 
 
@@ -52,10 +57,17 @@ def already_processed(paths: list[str | Path]) -> set[str]:
 
 
 def _preload_gx() -> None:
-    """Import Great Expectations (seconds of imports) in a thread while the file is staged and checked."""
+    """Import Great Expectations (seconds of imports) in a thread while the file is staged and checked.
+
+    The thread runs at the lowest CPU priority: on a small machine it must not slow the database
+    work it overlaps, and a delivery whose rows were all sent before never waits for it."""
     import threading
 
     def load():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only (Linux)
+        except (AttributeError, OSError):
+            pass
         try:
             from . import gx_validation  # noqa: F401
         except Exception:  # the validate stage imports it again and reports properly
@@ -213,7 +225,7 @@ class Run:
         self.file_columns = list(zip(columns, fmt.header))
         all_cols = list(dict.fromkeys([checks.stage_column(c) for c in self.contract.columns] + columns))
         col_defs = ", ".join(f"{c} text" for c in all_cols)
-        self.conn.execute(f"create unlogged table {self.raw} (_row bigint generated always as identity, {col_defs})")
+        self.conn.execute(f"create unlogged table {self.raw} (_row bigint generated always as identity (cache 100000), {col_defs})")
         copy = sql.SQL("copy {} ({}) from stdin (format csv, delimiter {})").format(
             sql.SQL(self.raw), sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Literal(fmt.delimiter))
         try:
@@ -235,6 +247,7 @@ class Run:
         rows = self.raw
         if "raw_hash" in history.stored_columns(self.conn, c.entity):
             # rows sent again byte for byte are known good: only the others are checked
+            history.fresh_statistics(self.conn, f"store.{c.entity}")
             self.conn.execute(checks.known_sql(c, self.raw, self.known, present, constants, f"store.{c.entity}"),
                               {"scope": self.name.province})
             rows = self.unknown
@@ -249,6 +262,10 @@ class Run:
         self.conn.execute(f"analyze {self.checked}")
 
     def _validate(self) -> dict:
+        if not self.conn.execute(f"select exists (select from {self.checked})").fetchone()[0]:
+            # every row was sent before byte for byte and was validated then: nothing to validate
+            return {"success": True, "row_count": 0, "report": None,
+                    "unexpected": {code: 0 for code in self.contract.rejection_codes}}
         from . import gx_validation
 
         self.report_dir.mkdir(parents=True, exist_ok=True)

@@ -74,9 +74,12 @@ def render_report(receipt: dict, gx: dict | None, encoding: str | None) -> str:
     if receipt.get("changes") and status != "rejected":
         items = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in receipt["changes"].items())
         parts.append(f"<h2>What the accepted rows changed</h2><table>{items}</table>")
-    if gx:
+    if gx and gx.get("report"):
         parts.append("<p>The Great Expectations validation of every rule: "
                      "<a href='validation.html'>validation.html</a>.</p>")
+    elif gx:
+        parts.append("<p>Every row was delivered before, byte for byte, and was validated then: "
+                     "nothing new to validate.</p>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.reason{color:#a00;font-weight:bold}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(receipt['file'])}</title>"
