@@ -20,6 +20,7 @@ from . import checks, contracts, decode, delivery, history, hooks, reports, ware
 from .config import Settings, settings
 from .contracts import Contract, ContractError
 from .delivery import Rejection
+from .digests import sha256_of
 from .migrations import ensure_ready
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,7 @@ def connect(url: str) -> psycopg.Connection:
 
 def already_processed(paths: list[str | Path]) -> set[str]:
     """The paths among these whose exact bytes were delivered before (so a rerun skips them)."""
-    import hashlib
-
-    digests = {}
-    for p in paths:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        digests[h.hexdigest()] = str(p)
+    digests = {digest: path for path, digest in sha256_of(paths).items()}
     url = warehouse.url()
     ensure_ready(url)
     with connect(url) as conn:
