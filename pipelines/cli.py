@@ -23,7 +23,7 @@ def _ingest(args) -> int:
               f"{receipt['rows_loaded']}  quarantined {receipt['rows_quarantined']}  report {receipt['report']}")
         if receipt.get("reason"):
             print(f"reason: {receipt['reason']}")
-    return 1 if receipt["status"] == "rejected" else 0
+    return 1 if receipt["status"] == "rejected" else 0  # superseded: processed, not an error of the file
 
 
 def _url(args) -> int:
@@ -79,6 +79,12 @@ def _status(args) -> int:
     return status_main(args)
 
 
+def _quarantine(args) -> int:
+    from .quarantine import main as quarantine_main
+
+    return quarantine_main(args)
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -132,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--as-of", help="status at this ISO date/time (UTC unless it says), default now")
     p.add_argument("--weeks", type=int, default=8, help="weeks of reject rates and timings (default 8)")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("quarantine", help="rows of a feed kept out of the core, with counts per reason "
+                                          "(--open: those still waiting for the agency)")
+    p.add_argument("feed")
+    p.add_argument("--open", action="store_true", help="only rows not resolved by a later delivery")
+    p.add_argument("--province", help="only this province's deliveries")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--limit", type=int, default=100, help="rows listed at most (counts are complete; default 100)")
+    p.set_defaults(func=_quarantine)
 
     p = sub.add_parser("demo", help="sample deliveries through every DAG, then a summary")
     p.set_defaults(func=_demo)

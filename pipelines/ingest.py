@@ -75,7 +75,7 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
     started = time.monotonic()
     archived = delivery.archive(path, s.archive)
     with connect(url) as conn:
-        recovery.reclaim_abandoned(conn)  # deliveries whose process died: cleaned, to be processed again
+        recovery.reclaim_abandoned(conn, s.reports)  # deliveries whose process died: cleaned, to be processed again
         previous = conn.execute(
             "select delivery_id, feed, receipt from meta.delivery where sha256 = %s "
             "and status not in ('processing', 'abandoned')",

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import psycopg
 
-from . import locks
+from . import locks, reports
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +36,36 @@ def drop_stage(conn: psycopg.Connection, delivery_id: int) -> None:
         conn.execute(f'drop {"view" if kind == "v" else "table"} if exists stage."{name}" cascade')
 
 
-def reclaim_abandoned(conn: psycopg.Connection) -> list[int]:
-    """Mark every delivery whose process is gone 'abandoned' and drop its stage tables; returns their ids."""
+def reclaim_abandoned(conn: psycopg.Connection, reports_dir: Path | None = None) -> list[int]:
+    """Mark every delivery whose process is gone 'abandoned' and drop its stage tables; returns their
+    ids. With reports_dir, its receipt and report say so (a run killed just before its commit may
+    have written a receipt of what it was about to publish)."""
     reclaimed = []
-    for (delivery_id,) in conn.execute("select delivery_id from meta.delivery where status = 'processing' "
-                                       "order by delivery_id").fetchall():
+    for delivery_id, feed, file_name, sha256 in conn.execute(
+            "select delivery_id, feed, file_name, sha256 from meta.delivery where status = 'processing' "
+            "order by delivery_id").fetchall():
         if not locks.try_claim(conn, delivery_id):
             continue  # its process is alive and working on it
         try:
             drop_stage(conn, delivery_id)
-            receipt = {"delivery_id": delivery_id, "status": "abandoned", "reason": REASON}
+            folder = (reports_dir / (feed or "UNKNOWN") / str(delivery_id)) if reports_dir else None
+            receipt = {"delivery_id": delivery_id, "feed": feed, "file": file_name, "sha256": sha256,
+                       "status": "abandoned", "rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0,
+                       "rejections": {}, "findings": {}, "changes": {"new": 0, "changed": 0, "unchanged": 0,
+                                                                     "removed": 0},
+                       "report": str(folder / "report.html") if folder else None, "rejected_rows": None,
+                       "reason": REASON}
             done = conn.execute(
-                "update meta.delivery set status = 'abandoned', finished_at = clock_timestamp(), "
-                "receipt = coalesce(receipt, '{}'::jsonb) || %s::jsonb "
+                "update meta.delivery set status = 'abandoned', finished_at = clock_timestamp(), receipt = %s "
                 "where delivery_id = %s and status = 'processing'", (json.dumps(receipt), delivery_id)).rowcount
+            if done and folder:
+                for stale in ("rejected.csv", "validation.html"):
+                    (folder / stale).unlink(missing_ok=True)
+                reports.write_outputs(receipt, folder, gx=None, encoding=None)
         finally:
             locks.unclaim(conn, delivery_id)
         if done:
-            log.warning("delivery %s was abandoned by a process that ended before it finished: cleaned up",
-                        delivery_id)
+            log.warning("delivery %s (%s) was abandoned by a process that ended before it finished: cleaned up",
+                        delivery_id, file_name)
             reclaimed.append(delivery_id)
     return reclaimed

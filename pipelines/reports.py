@@ -62,6 +62,9 @@ def render_report(receipt: dict, gx: dict | None, encoding: str | None) -> str:
         parts.append(f"<h2>Why nothing was loaded</h2><p class='reason'>{e(receipt['reason'])}</p>"
                      "<p>The file is not wrong: it arrived after a newer snapshot of the same province. "
                      "Nothing needs to be sent again.</p>")
+    elif status == "abandoned":
+        parts.append(f"<h2>Why nothing was loaded</h2><p class='reason'>{e(receipt['reason'])}</p>"
+                     "<p>Nothing needs to be sent again: the file is processed again under a new delivery number.</p>")
     elif receipt.get("reason"):
         parts.append(f"<h2>Why the whole file was rejected</h2><p class='reason'>{e(receipt['reason'])}</p>"
                      "<p>Nothing from this file was loaded. Correct the file and deliver it again "
@@ -78,7 +81,7 @@ def render_report(receipt: dict, gx: dict | None, encoding: str | None) -> str:
     if receipt.get("resolved"):
         parts.append(f"<p>Rows kept out of earlier deliveries that this one replaces (now resolved): "
                      f"{int(receipt['resolved'])}.</p>")
-    if receipt.get("changes") and status not in ("rejected", "superseded"):
+    if receipt.get("changes") and status not in ("rejected", "superseded", "abandoned"):
         items = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in receipt["changes"].items())
         parts.append(f"<h2>What the accepted rows changed</h2><table>{items}</table>")
     if gx:
