@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import checks, contracts, decode, delivery, history, hooks, locks, recovery, reports, resubmission, supersede, warehouse
+from . import (checks, contracts, decode, delivery, history, hooks, locks, recovery, reports, resubmission, supersede,
+               warehouse)
 from .config import Settings, settings
 from .contracts import Contract, ContractError
 from .delivery import Rejection
@@ -91,7 +92,7 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
         except Rejection as exc:
             receipt = run.reject(str(exc))
         except supersede.Superseded as exc:
-            receipt = run.supersede(exc)
+            receipt = run.record_superseded(exc)
         finally:
             run.drop_stage()
             conn.execute("select pg_advisory_unlock_all()")  # its scope locks and its claim: done
@@ -420,7 +421,7 @@ class Run:
         log.warning("%s rejected: %s", self.path.name, reason)
         return receipt
 
-    def supersede(self, exc: supersede.Superseded) -> dict:
+    def record_superseded(self, exc: supersede.Superseded) -> dict:
         """A snapshot older than one applied: recorded, reported, nothing loaded (exit code 0)."""
         receipt = {
             "delivery_id": self.delivery_id, "feed": self.contract.feed, "file": self.path.name,

@@ -42,7 +42,9 @@ def test_same_feed_and_province_wait_for_each_other(warehouse, db, inbox):
     assert (code1, r1["status"], r1["changes"]) == (0, "loaded", {"new": 2, "changed": 0, "unchanged": 0, "removed": 0})
     assert (code2, r2["status"], r2["changes"]) == (0, "loaded", {"new": 0, "changed": 1, "unchanged": 0, "removed": 1})
     # one after the other: every change of the first comes before every change of the second
-    assert change_log(db) == [
+    log = change_log(db)
+    assert [f for f, _, _ in log] == ["CUTRU_01_20261120_001.csv"] * 2 + ["CUTRU_01_20261127_001.csv"] * 2
+    assert sorted(log) == [
         ("CUTRU_01_20261120_001.csv", "001090000001", "insert"), ("CUTRU_01_20261120_001.csv", "001190000002", "insert"),
         ("CUTRU_01_20261127_001.csv", "001090000001", "update"), ("CUTRU_01_20261127_001.csv", "001190000002", "delete")]
     assert db.execute("select person_id, residence_ward_code from core.person").fetchall() == [("001090000001", "00008")]  # 00007 conformed to its successor
@@ -110,3 +112,18 @@ def test_an_older_snapshot_that_waited_for_a_newer_one_is_superseded(warehouse, 
     code, r = finished(older)
     assert (code, r["status"], r["reason"]) == (0, "superseded", SUPERSEDED_REASON)
     assert db.execute("select person_id, residence_ward_code from core.person").fetchall() == [("001090000001", "00008")]  # 00007 conformed to its successor
+
+
+def test_a_killed_holder_of_the_lock_lets_the_waiting_delivery_go_on(warehouse, db, inbox):
+    first = Paused(write(inbox, "CUTRU_01_20261120_001.csv", WEEK1), "locked", home()).wait()
+    second = started(write(inbox, "CUTRU_01_20261127_001.csv", WEEK2))
+    wait_for(lambda: waiting_on_advisory_lock(warehouse) == 1, "the second delivery waits for the lock")
+    first.kill()  # its session ends, and its locks with it: nobody has to clear anything
+    code, r = finished(second)
+    assert (code, r["status"], r["changes"]) == (0, "loaded", {"new": 1, "changed": 0, "unchanged": 0, "removed": 0})
+    # the first file, retried, is now older than the applied snapshot
+    code, r = ingest(inbox / "CUTRU_01_20261120_001.csv")
+    assert (code, r["status"]) == (0, "superseded")
+    assert db.execute("select file_name, status from meta.delivery order by delivery_id").fetchall() == [
+        ("CUTRU_01_20261120_001.csv", "abandoned"), ("CUTRU_01_20261127_001.csv", "loaded"),
+        ("CUTRU_01_20261120_001.csv", "superseded")]
