@@ -152,7 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    import psycopg
+
+    try:
+        return args.func(args)
+    except psycopg.OperationalError as exc:  # the warehouse cannot be reached: say so, without its password
+        from .config import redact_url, settings
+
+        where = redact_url(settings().warehouse_url) if settings().warehouse_url else "the embedded warehouse"
+        message = " ".join(str(exc).split())
+        print(f"corehub {args.command}: cannot use the warehouse ({where}): {message}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

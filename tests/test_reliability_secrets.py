@@ -61,3 +61,17 @@ def test_no_output_shows_the_warehouse_password(secret_url, tmp_path):
     with psycopg.connect(secret_url) as conn:
         for table in ("meta.delivery", "ops.delivery_log", "quarantine.row"):
             assert PASSWORD not in str(conn.execute(f"select * from {table}").fetchall()), table
+
+
+def test_an_unreachable_warehouse_is_named_without_its_password(tmp_path):
+    env = os.environ.copy() | {"WAREHOUSE_URL": f"postgresql://root:{PASSWORD}@127.0.0.1:1/nowhere",
+                               "COREHUB_HOME": str(tmp_path / "home")}
+    path = write(tmp_path, "CUTRU_01_20261120_001.csv", csv_text(CUTRU_HEADER, [person()]))
+    for args in (["ingest", str(path), "--json"], ["status"], ["quarantine", "CUTRU"]):
+        proc = subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 3
+        assert proc.stdout == ""
+        assert proc.stderr.splitlines()[-1].startswith(
+            f"corehub {args[0]}: cannot use the warehouse (postgresql://root:***@127.0.0.1:1/nowhere): "
+            "connection failed: connection to server at \"127.0.0.1\", port 1 failed: Connection refused")
+        assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr
