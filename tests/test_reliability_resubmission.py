@@ -117,3 +117,15 @@ def test_quarantine_listing_text_and_usage(warehouse, db, inbox):
     assert lines[-1] == "... 1 more (--limit)"
     assert "\x1b" not in proc.stdout
     assert quarantine("CUTRU", "--province", "79")["rows_total"] == 0
+
+
+def test_a_resubmission_does_not_count_as_the_weekly_snapshot(warehouse, db, inbox):
+    from pipelines.status import collect
+
+    week = ingest_file(write(inbox, "CUTRU_01_20261120_001.csv", csv_text(CUTRU_HEADER, [A, B_BAD])))
+    ingest_file(write(inbox, "CUTRU_01_20261121_R01.csv", csv_text(CUTRU_HEADER, [B])))
+    snapshot_done = db.execute("select finished_at from ops.delivery_log where delivery_id = %s",
+                               (week["delivery_id"],)).fetchone()[0]
+    status = collect(db)
+    row = next(r for r in status["last"] if (r["feed"], r["province"]) == ("CUTRU", "01"))
+    assert (row["file_name"], row["last_accepted"]) == ("CUTRU_01_20261121_R01.csv", snapshot_done)
