@@ -21,7 +21,8 @@ WEEK1 = csv_text(CUTRU_HEADER, [person(), person(pid="001190000002", name="Trầ
 WEEK2 = csv_text(CUTRU_HEADER, [person(ward="00007", updated="01/09/2025 10:00:00"),
                                 person(pid="001090000004", name="Phạm Văn Dũng"),
                                 person(pid="001090000005", name="Hoàng Văn Em", born="32/01/1990")])
-DEATHS = csv_text(HOTICH_HEADER, [event(no="HT-9", kind="KHAI_TU", pid="001190000002", name="Trần Thị Bình"),
+# ... and a death of someone current (a new version of the person: the merge's effect on another entity)
+DEATHS = csv_text(HOTICH_HEADER, [event(no="HT-9", kind="KHAI_TU", pid="001090000001", name="Nguyễn Văn An"),
                                   event(no="HT-10", kind="KHAI_TU", date="31/13/2026")])
 
 
@@ -41,7 +42,13 @@ def reference(warehouse_server, tmp_path_factory):
     home, drop = tmp_path_factory.mktemp("reference-home"), tmp_path_factory.mktemp("reference-drop")
     s = Settings(home=home, warehouse_url=url)
     receipts = [ingest_file(p, s) for p in _setup(drop)]
-    yield state(url), receipts
+    reference_state = state(url)
+    assert [r["status"] for r in receipts] == ["loaded_with_rejections"] * 3
+    assert receipts[1]["changes"] == {"new": 1, "changed": 1, "unchanged": 0, "removed": 1}
+    with psycopg.connect(url) as conn:  # the death reached the person
+        assert conn.execute("select person_id, death_date::text from core.person where death_date is not null"
+                            ).fetchall() == [("001090000001", "2026-10-10")]
+    yield reference_state, receipts
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
