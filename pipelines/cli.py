@@ -23,7 +23,7 @@ def _ingest(args) -> int:
               f"{receipt['rows_loaded']}  quarantined {receipt['rows_quarantined']}  report {receipt['report']}")
         if receipt.get("reason"):
             print(f"reason: {receipt['reason']}")
-    return 1 if receipt["status"] == "rejected" else 0
+    return 1 if receipt["status"] == "rejected" else 0  # superseded: processed, not an error of the file
 
 
 def _url(args) -> int:
@@ -77,6 +77,12 @@ def _status(args) -> int:
     from .status import main as status_main
 
     return status_main(args)
+
+
+def _quarantine(args) -> int:
+    from .quarantine import main as quarantine_main
+
+    return quarantine_main(args)
 
 
 def _demo(args) -> int:
@@ -133,11 +139,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weeks", type=int, default=8, help="weeks of reject rates and timings (default 8)")
     p.set_defaults(func=_status)
 
+    p = sub.add_parser("quarantine", help="rows of a feed kept out of the core, with counts per reason "
+                                          "(--open: those still waiting for the agency)")
+    p.add_argument("feed")
+    p.add_argument("--open", action="store_true", help="only rows not resolved by a later delivery")
+    p.add_argument("--province", help="only this province's deliveries")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--limit", type=int, default=100, help="rows listed at most (counts are complete; default 100)")
+    p.set_defaults(func=_quarantine)
+
     p = sub.add_parser("demo", help="sample deliveries through every DAG, then a summary")
     p.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    import psycopg
+
+    try:
+        return args.func(args)
+    except psycopg.OperationalError as exc:  # the warehouse cannot be reached: say so, without its password
+        from .config import redact_url, settings
+
+        where = redact_url(settings().warehouse_url) if settings().warehouse_url else "the embedded warehouse"
+        message = " ".join(str(exc).split())
+        print(f"corehub {args.command}: cannot use the warehouse ({where}): {message}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

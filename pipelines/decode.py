@@ -28,6 +28,10 @@ BLANK_LINES = re.compile(r"\n[ \t]*(?=\n)")
 BLANK_LINES_BYTES = re.compile(rb"\n[ \t]*(?=\n)")
 BLANK_LINE_BYTES = re.compile(rb"\n[ \t]*\n")
 NUL_REASON = "the file contains NUL bytes, which a text extract never has: it is damaged or not a CSV file"
+MAX_LINE = CHUNK  # no row of an extract comes near it; a longer line is a damaged file (and COPY's memory)
+LONG_LINE_REASON = ("a line of the file is longer than 1 MiB, which no row of an extract is: the file is damaged "
+                    "or its line ends are missing")
+ENCODING_NAMES = {"cp1258": "Windows-1258", "utf-16": "UTF-16", "utf-16-le": "UTF-16", "utf-16-be": "UTF-16"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ def sniff_encoding(path: Path) -> str:
                 raise Rejection(f"the file is {what}: deliver the CSV itself, not an archive")
         if head.startswith(codecs.BOM_UTF8):
             return "utf-8-sig"
+        if head.startswith(codecs.BOM_UTF32_LE) or head.startswith(codecs.BOM_UTF32_BE):
+            raise Rejection("the file is UTF-32 text, which is not an agreed encoding: save it as UTF-8 "
+                            "(or as Excel's Unicode text, UTF-16)")
         if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
             return "utf-16"
         if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:
@@ -75,8 +82,12 @@ def _lines_cut(chunks, clean, newline):
         data = rest + chunk
         cut = data.rfind(newline)
         if cut < 0:
+            if len(data) > MAX_LINE:
+                raise Rejection(LONG_LINE_REASON)
             rest = data
             continue
+        if rest and data.find(newline) > MAX_LINE:  # a chunk holds at most MAX_LINE: only a carried line can be longer
+            raise Rejection(LONG_LINE_REASON)
         rest = data[cut + 1:]
         yield clean(data[:cut + 1])
     if rest.strip():
@@ -151,8 +162,11 @@ def _text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
                     yield decoder.decode(chunk)
                 yield decoder.decode(b"", final=True)
             except UnicodeDecodeError as exc:
-                raise Rejection(f"the file is not readable text in {encoding} (byte {exc.start} of a chunk "
-                                "cannot be decoded): send UTF-8, Windows-1258 or UTF-16") from None
+                name = ENCODING_NAMES.get(encoding, encoding)
+                what = (f"holds the byte 0x{exc.object[exc.start]:02X}, which is no character in {name}"
+                        if "truncated" not in exc.reason else f"ends in the middle of a {name} character")
+                raise Rejection(f"the file is not readable as text: read as {name}, it {what} (a binary or damaged "
+                                "file?): send UTF-8, Windows-1258 or UTF-16 text") from None
     for piece in _lines_cut(raw(), _clean, "\n"):
         yield piece.encode("utf-8")
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import checks, contracts, decode, delivery, history, hooks, reports, warehouse
+from . import (checks, contracts, decode, delivery, history, hooks, locks, recovery, reports, resubmission, supersede,
+               warehouse)
 from .config import Settings, settings
 from .contracts import Contract, ContractError
 from .delivery import Rejection
 from .digests import sha256_of
 from .migrations import ensure_ready
+from .pause import pause_at
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def already_processed(paths: list[str | Path]) -> set[str]:
     url = warehouse.url()
     ensure_ready(url)
     with connect(url) as conn:
-        done = conn.execute("select sha256 from meta.delivery where sha256 = any(%s) and status <> 'processing'",
+        done = conn.execute("select sha256 from meta.delivery where sha256 = any(%s) "
+                            "and status not in ('processing', 'abandoned')",
                             (list(digests),)).fetchall()
     return {digests[d] for (d,) in done}
 
@@ -78,20 +81,26 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
     started = time.monotonic()
     archived = delivery.archive(path, s.archive)
     with connect(url) as conn:
+        recovery.reclaim_abandoned(conn, s.reports)  # deliveries whose process died: cleaned, to be processed again
         previous = conn.execute(
-            "select delivery_id, feed, receipt from meta.delivery where sha256 = %s and status <> 'processing'",
+            "select delivery_id, feed, receipt from meta.delivery where sha256 = %s "
+            "and status not in ('processing', 'abandoned')",
             (archived.sha256,)).fetchone()
         if previous:
             receipt = _duplicate_receipt(previous, path, archived)
             log.info("%s: same bytes as delivery %s: duplicate", path.name, previous[0])
             return receipt
         run = Run(conn, s, url, path, archived)
+        pause_at("archived")
         try:
             receipt = run.execute()
         except Rejection as exc:
             receipt = run.reject(str(exc))
+        except supersede.Superseded as exc:
+            receipt = run.record_superseded(exc)
         finally:
             run.drop_stage()
+            conn.execute("select pg_advisory_unlock_all()")  # its scope locks and its claim: done
         seconds = time.monotonic() - started
         hooks.after_delivery(conn, receipt, run.name.province if run.name else None, run.timer.stages, seconds)
     log.info("%s: %s in %.1f s", path.name, receipt["status"], seconds)
@@ -135,6 +144,7 @@ class Run:
         self.timer = _Timer()
         self.contract: Contract | None = None
         self.name = None
+        self.partial = False
         self.delivery_id = self._register()
         self.report_dir = s.reports / (self._feed_guess() or "UNKNOWN") / str(self.delivery_id)
         self.raw = f"stage.raw_{self.delivery_id}"
@@ -158,7 +168,7 @@ class Run:
             fields = (None, None, None, None)
         return self.conn.execute(
             "insert into meta.delivery (feed, province_code, delivery_date, seq, file_name, sha256) "
-            "values (%s, %s, %s, %s, %s, %s) returning delivery_id",
+            f"values (%s, %s, %s, %s, %s, %s) returning delivery_id, {locks.claim_sql()}",
             (*fields, self.path.name, self.archived.sha256)).fetchone()[0]
 
     # -- the steps ---------------------------------------------------------------------------
@@ -175,6 +185,7 @@ class Run:
         if not self.conn.execute("select 1 from ref.province_lookup where code = %s",
                                  (self.name.province,)).fetchone():
             raise Rejection(f"province code {self.name.province!r} in the file name is not a GSO province code")
+        self._take_turn()
         fmt, pieces = decode.open_delivery(self.archived.path, self.name.ext, self.contract)
         with self.timer("stage"):
             try:
@@ -187,11 +198,23 @@ class Run:
             self._check(present)
         with self.timer("validate"):
             gx = self._validate()
+        pause_at("validated")
         with self.timer("count"):
             counts = self._count()
         if counts["rows_read"] == 0:
             raise Rejection("the file has a header but no data rows")
         return self._publish(counts, gx, fmt)
+
+    def _take_turn(self) -> None:
+        """Wait for the deliveries of this feed and province before this one (pipelines.locks), then
+        refuse to roll the core back with a snapshot older than one applied (pipelines.supersede)."""
+        self.partial = resubmission.is_resubmission(self.name)
+        if self.partial:
+            self.conn.execute("update meta.delivery set partial = true where delivery_id = %s", (self.delivery_id,))
+        locks.hold_scope(self.conn, self.contract.entity, self.name.province)
+        pause_at("locked")
+        if self.contract.mode == "snapshot":
+            supersede.check(self.conn, self.contract.feed, self.name, self.delivery_id, partial=self.partial)
 
     def _map_header(self, header: list[str]) -> tuple[list[str], dict[str, str]]:
         """Staging column for each file column (in file order), and the extras' original names."""
@@ -223,8 +246,10 @@ class Run:
             sql.SQL(self.raw), sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Literal(fmt.delimiter))
         try:
             with self.conn.cursor().copy(copy) as cp:
-                for piece in pieces:
+                for n, piece in enumerate(pieces):
                     cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
+                    if n == 0:
+                        pause_at("copy")
         except psycopg.errors.CharacterNotInRepertoire:
             if fmt.encoding in ("utf-8", "utf-8-sig"):
                 raise decode.NotUtf8() from None
@@ -288,7 +313,7 @@ class Run:
                 self._quarantine()
             with self.timer("conform"):
                 self._accept(target)
-            snapshot = c.mode == "snapshot"
+            snapshot = c.mode == "snapshot" and not self.partial  # a resubmission removes nothing
             with self.timer("merge"):
                 changes = history.merge(
                     self.conn, target, self.accepted, self.delivery_id,
@@ -297,13 +322,29 @@ class Run:
                     keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None,
                     known_versions=f"select version_id from {self.known}" if self._exists(self.known) else None)
                 self._effects()
+                resolved = self._resolve(snapshot)
+            pause_at("merge")
             findings = self._findings()
             status = "loaded_with_rejections" if counts["rows_quarantined"] else "loaded"
             receipt = self._receipt(status, counts, findings, changes)
+            if self.partial:
+                receipt["partial"] = True
+            if resolved:  # quarantined rows of earlier deliveries that this one replaces
+                receipt["resolved"] = resolved
             reports.write_rejected_csv(self.conn, self.delivery_id, self.file_columns, self.report_dir / "rejected.csv")
             self._finish(status, receipt)
-        reports.write_outputs(receipt, self.report_dir, gx=gx, encoding=fmt.encoding)
+            # written before the commit: a process killed after it leaves no published delivery without its receipt
+            reports.write_outputs(receipt, self.report_dir, gx=gx, encoding=fmt.encoding)
+            pause_at("publish")
         return receipt
+
+    def _resolve(self, snapshot: bool) -> int:
+        """Open quarantined rows of this feed and province that this delivery replaces (pipelines.resubmission)."""
+        keys = f"select _key from {self.checked} where not _failed"
+        if self._exists(self.known):
+            keys += f" union all select _key from {self.known}"
+        return resubmission.resolve(self.conn, self.contract.feed, self.name.province, self.delivery_id, keys,
+                                    whole_scope=snapshot)
 
     def _quarantine(self) -> None:
         raw_json = ", ".join(f"'{name.replace(chr(39), chr(39) * 2)}', r.{col}" for col, name in self.file_columns)
@@ -343,6 +384,7 @@ class Run:
 
     def _effects(self) -> None:
         for effect in self.contract.effects:
+            locks.entity_exclusive(self.conn, effect["entity"])  # no delivery of that entity is comparing against it
             owner = contracts.for_entity(effect["entity"])
             table = f"stage.effect_{self.delivery_id}"
             self.conn.execute(f"drop table if exists {table}")
@@ -387,6 +429,22 @@ class Run:
         self._finish("rejected", receipt)
         reports.write_outputs(receipt, self.report_dir, gx=None, encoding=None)
         log.warning("%s rejected: %s", self.path.name, reason)
+        return receipt
+
+    def record_superseded(self, exc: supersede.Superseded) -> dict:
+        """A snapshot older than one applied: recorded, reported, nothing loaded (exit code 0)."""
+        receipt = {
+            "delivery_id": self.delivery_id, "feed": self.contract.feed, "file": self.path.name,
+            "sha256": self.archived.sha256, "status": "superseded", "rows_read": 0, "rows_loaded": 0,
+            "rows_quarantined": 0, "rejections": {}, "findings": {}, "changes": dict(CHANGES_NONE),
+            "report": str(self.report_dir / "report.html"), "rejected_rows": None,
+            "reason": supersede.reason(exc.newer_file), "superseded_by": exc.newer_id,
+        }
+        self._finish("superseded", receipt)
+        self.conn.execute("update meta.delivery set superseded_by = %s where delivery_id = %s",
+                          (exc.newer_id, self.delivery_id))
+        reports.write_outputs(receipt, self.report_dir, gx=None, encoding=None)
+        log.warning("%s superseded by %s", self.path.name, exc.newer_file)
         return receipt
 
     def drop_stage(self) -> None:

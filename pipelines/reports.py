@@ -58,7 +58,14 @@ def render_report(receipt: dict, gx: dict | None, encoding: str | None) -> str:
         ("Rows read", receipt["rows_read"]), ("Rows loaded", receipt["rows_loaded"]),
         ("Rows quarantined", receipt["rows_quarantined"])))
     parts = [f"<h1>Delivery report: {e(receipt['file'])}</h1>", f"<table>{rows}</table>"]
-    if receipt.get("reason"):
+    if status == "superseded":
+        parts.append(f"<h2>Why nothing was loaded</h2><p class='reason'>{e(receipt['reason'])}</p>"
+                     "<p>The file is not wrong: it arrived after a newer snapshot of the same province. "
+                     "Nothing needs to be sent again.</p>")
+    elif status == "abandoned":
+        parts.append(f"<h2>Why nothing was loaded</h2><p class='reason'>{e(receipt['reason'])}</p>"
+                     "<p>Nothing needs to be sent again: the file is processed again under a new delivery number.</p>")
+    elif receipt.get("reason"):
         parts.append(f"<h2>Why the whole file was rejected</h2><p class='reason'>{e(receipt['reason'])}</p>"
                      "<p>Nothing from this file was loaded. Correct the file and deliver it again "
                      "(a corrected file has different bytes, so it is not taken for a duplicate).</p>")
@@ -71,7 +78,10 @@ def render_report(receipt: dict, gx: dict | None, encoding: str | None) -> str:
         items = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in receipt["findings"].items())
         parts.append("<h2>Findings (rows loaded, to look into)</h2><table>"
                      f"<tr><th>finding</th><th>rows</th></tr>{items}</table>")
-    if receipt.get("changes") and status != "rejected":
+    if receipt.get("resolved"):
+        parts.append(f"<p>Rows kept out of earlier deliveries that this one replaces (now resolved): "
+                     f"{int(receipt['resolved'])}.</p>")
+    if receipt.get("changes") and status not in ("rejected", "superseded", "abandoned"):
         items = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in receipt["changes"].items())
         parts.append(f"<h2>What the accepted rows changed</h2><table>{items}</table>")
     if gx and gx.get("report"):

@@ -62,12 +62,14 @@ def collect(conn: psycopg.Connection, as_of: dt.datetime | None = None, weeks: i
         where l.finished_at <= %(as_of)s
         order by coalesce(l.feed, m.feed), l.province_code, l.finished_at desc, l.delivery_id desc""", params))
 
+    # a resubmission (partial delivery: corrected rows only) is no snapshot: it does not reset the due date
     seen = _rows(conn.execute("""
-        select feed, province_code as province, count(*) as deliveries, min(finished_at) as first_seen,
-               max(finished_at) filter (where status = any(%(accepted)s)) as last_accepted
-        from ops.delivery_log
-        where finished_at <= %(as_of)s and feed is not null and province_code is not null
-        group by feed, province_code order by feed, province_code""", params))
+        select l.feed, l.province_code as province, count(*) as deliveries, min(l.finished_at) as first_seen,
+               max(l.finished_at) filter (where l.status = any(%(accepted)s) and not coalesce(m.partial, false))
+                   as last_accepted
+        from ops.delivery_log l left join meta.delivery m on m.delivery_id = l.delivery_id
+        where l.finished_at <= %(as_of)s and l.feed is not null and l.province_code is not null
+        group by l.feed, l.province_code order by l.feed, l.province_code""", params))
 
     contracts = all_contracts()
     overdue = []
