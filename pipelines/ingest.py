@@ -263,7 +263,7 @@ class Run:
         c = self.contract
         constants = {name: self.name.province for name in c.derived}
         rows = self.raw
-        if "raw_hash" in history.stored_columns(self.conn, c.entity):
+        if "raw_hash" in history.stored_columns(self.conn, c.entity) and self._scope_has_versions():
             # rows sent again byte for byte are known good: only the others are checked
             history.fresh_statistics(self.conn, f"store.{c.entity}")
             self.conn.execute(checks.known_sql(c, self.raw, self.known, present, constants, f"store.{c.entity}"),
@@ -274,10 +274,17 @@ class Run:
             if clashes:
                 self.conn.execute(f"drop table {rows}")
                 self.conn.execute(checks.unknown_sql(self.raw, rows, self.known))
-            self.conn.execute(f"analyze {rows}")
+        self.conn.execute(f"analyze {rows}")
         self.conn.execute(checks.repeated_sql(c, rows, self.repeated, present, constants))
         self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated))
         self.conn.execute(f"analyze {self.checked}")
+
+    def _scope_has_versions(self) -> bool:
+        """Whether the store holds current versions of this delivery's scope (else, a first load,
+        no row can be known and the lookup is skipped)."""
+        return self.conn.execute(
+            f"select exists (select from store.{self.contract.entity} where scope = %s "
+            "and valid_to = 'infinity' and recorded_to = 'infinity')", (self.name.province,)).fetchone()[0]
 
     def _validate(self) -> dict:
         if not self.conn.execute(f"select exists (select from {self.checked})").fetchone()[0]:
