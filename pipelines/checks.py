@@ -58,8 +58,12 @@ def _dictionary_parts(col: Column) -> list[tuple[str, str, str]]:
 
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
-                constants: dict[str, str], repeated_table: str) -> str:
+                constants: dict[str, str], repeated_table: str, rows: tuple[int, int] | None = None,
+                create: bool = True) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
+
+    rows: only the staged rows whose _row is in this closed range (several connections check a
+    large delivery range by range); create=False: INSERT INTO the existing checked table instead.
 
     present: source names found in the file's header (missing optional ones are NULL).
     constants: conformed columns that come from the delivery (e.g. province_code from the file name).
@@ -71,6 +75,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     so no expression is evaluated twice; duplicate keys are found on the raw table.
     """
     cols = contract.columns
+    in_range = f" where s._row between {int(rows[0])} and {int(rows[1])}" if rows else ""
 
     def src(col: Column, alias: str = "s") -> str:
         return clean(f"{alias}.{stage_column(col)}") if col.source in present else "null::text"
@@ -89,7 +94,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
                 body = (f"{_value_sql(c, contract, 'k', '', '')} as val, "
                         f"{_invalid_sql(c, contract, 'k', '', '') or 'false'} as bad"
                         + "".join(f", {expr.format(v='k')} as x{sfx}" for sfx, expr, _ in c.rule.extras))
-            dictionaries.append(f"{name} as (select k, {body} from (select distinct {k} as k from {raw_table} s) x)")
+            dictionaries.append(f"{name} as (select k, {body} from (select distinct {k} as k "
+                                f"from {raw_table} s{in_range}) x)")
             dict_joins.append(f"left join {name} on {name}.k = {key.format(v='cleaned.c_' + c.to)}")
 
     # level 1: cleaned text, and whether the row is a header line repeated mid-file
@@ -164,7 +170,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         f"""cleaned as (
     select s._row, {header_repeat or 'false'} as _header_repeat, {raw_hash_sql(contract, present)} as _raw_hash,
            {', '.join(level1)}
-    from {raw_table} s
+    from {raw_table} s{in_range}
     offset 0  -- each level is evaluated once per row, not re-expanded into the next one
 )""",
         f"""typed as (
@@ -186,8 +192,9 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     offset 0
 )""",
     ]
+    head = f"create unlogged table {checked_table} as" if create else f"insert into {checked_table}"
     return f"""
-create unlogged table {checked_table} as
+{head}
 with {(',' + chr(10)).join(withs)}
 select {', '.join(['ruled._row', 'ruled._key', 'ruled._raw_hash']
                   + ['ruled.' + name for name, _ in output_columns(contract)]

@@ -28,6 +28,16 @@ from .pause import pause_at
 log = logging.getLogger(__name__)
 
 CHANGES_NONE = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
+PARALLEL_MIN_ROWS = 200_000  # below this, one connection checks the rows faster than several
+
+
+def parallel_workers() -> int:
+    """Connections that check one large delivery at once: COREHUB_PARALLEL, else the cores here
+    (the embedded warehouse runs on this machine), at most 4."""
+    configured = os.environ.get("COREHUB_PARALLEL")
+    if configured:
+        return max(1, int(configured))
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def connect(url: str) -> psycopg.Connection:
@@ -276,8 +286,32 @@ class Run:
                 self.conn.execute(checks.unknown_sql(self.raw, rows, self.known))
         self.conn.execute(f"analyze {rows}")
         self.conn.execute(checks.repeated_sql(c, rows, self.repeated, present, constants))
-        self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated))
+        self._checked_pass(rows, present, constants)
         self.conn.execute(f"analyze {self.checked}")
+
+    def _checked_pass(self, rows: str, present: set[str], constants: dict[str, str]) -> None:
+        """The checked pass; a large delivery is checked in row ranges on several connections at
+        once, so every core of the server works on it (each level of the pass is fenced to run
+        once per row, which keeps PostgreSQL from parallelising one statement by itself)."""
+        c = self.contract
+        first, last = self.conn.execute(f"select min(_row), max(_row) from {rows}").fetchone()
+        workers = parallel_workers()
+        if first is None or workers < 2 or last - first < PARALLEL_MIN_ROWS:
+            self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated))
+            return
+        self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated,
+                                             rows=(1, 0)))  # the table, empty
+        step = (last - first) // workers + 1
+        ranges = [(first + i * step, min(last, first + (i + 1) * step - 1)) for i in range(workers)]
+
+        def check(part: tuple[int, int]) -> None:
+            with connect(self.url) as conn:
+                conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated,
+                                                rows=part, create=False))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(check, ranges))  # re-raises the first error
 
     def _scope_has_versions(self) -> bool:
         """Whether the store holds current versions of this delivery's scope (else, a first load,
