@@ -66,6 +66,7 @@ class Contract:
     enrich: dict = field(default_factory=dict)     # join: SQL joined to the accepted row `a`; columns: stored column -> SQL
     effects: tuple[dict, ...] = ()                 # merges into other entities after this feed's
     ignore_in_hash: tuple[str, ...] = ()           # stored columns whose change alone is no new version
+    after_merge: str | None = None                 # "module:function" run after the merge (land overlaps)
     path: Path | None = None
 
     @property
@@ -113,7 +114,7 @@ def parse(data: dict, path: Path | None = None) -> Contract:
             publish=tuple(data["publish"]), code_lists=data.get("code_lists") or {},
             findings=tuple(data.get("findings") or ()), derived=data.get("derived") or {},
             enrich=data.get("enrich") or {}, effects=tuple(data.get("effects") or ()),
-            ignore_in_hash=tuple(data.get("ignore_in_hash") or ()), path=path)
+            ignore_in_hash=tuple(data.get("ignore_in_hash") or ()), after_merge=data.get("after_merge"), path=path)
     except KeyError as exc:
         raise ContractError(f"{path}: missing {exc.args[0]}") from None
     if contract.mode not in MODES:
