@@ -144,6 +144,8 @@ def open_parcels(path: Path, ext: str, contract, encoding: str | None = None) ->
         if name.strip().upper() in COMPUTED:
             raise Rejection(f"the header names column {name.strip().upper()}, which the pipeline computes "
                             "itself: leave it out")
+    if GEOMETRY_COLUMN not in [h.strip().upper() for h in fmt.header]:
+        return fmt, pieces  # the header check rejects it, naming the header as sent
     header = list(fmt.header) + list(COMPUTED)
     return (TextFormat(fmt.encoding, fmt.delimiter, header),
             _csv_pieces(pieces, fmt.header, fmt.delimiter))
@@ -151,7 +153,7 @@ def open_parcels(path: Path, ext: str, contract, encoding: str | None = None) ->
 
 def _csv_pieces(pieces: Iterable[bytes], header: list[str], delimiter: str) -> Iterator[bytes]:
     upper = [h.strip().upper() for h in header]
-    at = upper.index(GEOMETRY_COLUMN) if GEOMETRY_COLUMN in upper else None
+    at = upper.index(GEOMETRY_COLUMN)
 
     def lines() -> Iterator[str]:
         for piece in pieces:
@@ -172,11 +174,11 @@ def _csv_pieces(pieces: Iterable[bytes], header: list[str], delimiter: str) -> I
         yield _emit(batch, at, upper, "wkt", delimiter)
 
 
-def _emit(rows: list[list[str]], at: int | None, upper: list[str], kind: str, delimiter: str) -> bytes:
+def _emit(rows: list[list[str]], at: int, upper: list[str], kind: str, delimiter: str) -> bytes:
     """The rows with the four computed columns appended, as CSV bytes. A header line repeated in
     the middle of the file stays one (its computed columns carry their own names), so the checked
     pass recognises and drops it as it does in every feed."""
-    texts = [None if at is None else row[at] for row in rows]
+    texts = [row[at] for row in rows]
     repeats = [[v.strip().upper() for v in row] == upper for row in rows]
     results = analyse([None if r else t for t, r in zip(texts, repeats)], kind)
     buf = io.StringIO()

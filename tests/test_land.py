@@ -123,3 +123,251 @@ def test_clean_parcels_load_with_exact_receipt_and_rows(warehouse, db, inbox):
         f"({X0 + D!r},{Y0 + D!r}),({X0!r},{Y0!r})",)
     assert db.execute("select distinct valid_from, valid_to, recorded_to from history.land_parcel").fetchall() == [
         (dt.datetime(2026, 11, 19, 17, tzinfo=UTC), None, None)]
+
+
+def test_geojson_and_wkt_deliveries_give_identical_rows(warehouse, db, inbox, tmp_path):
+    rows = [parcel(no="1", area="115,8"), parcel(no="2", geom=square(1), use="ODT", address="Số 3 Hàng Bạc"),
+            parcel(ward="00103", sheet="3", no="7", geom=shapely.MultiPolygon([square(5), square(7)]), area="231,6")]
+    r = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
+    assert (r["status"], r["rows_loaded"]) == ("loaded", 3)
+    from_csv = parcels(db)
+    versions = db.execute("select count(*) from store.land_parcel").fetchone()
+    # the same parcels as a FeatureCollection (numbers as JSON numbers: 115.8 means 115,8): every row is
+    # read, checked and merged again (HINH_THE is other text), and nothing changes
+    text = geojson_text([[*row[:3], float(row[3].replace(",", ".")), *row[4:]] for row in rows], name="parcels",
+                        crs={"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}})
+    g = ingest_file(write(inbox, "TDDAT_01_20261120_002.geojson", text))
+    assert g == receipt(g, read=3, changes={"new": 0, "changed": 0, "unchanged": 3, "removed": 0})
+    assert parcels(db) == from_csv
+    assert db.execute("select count(*) from store.land_parcel").fetchone() == versions
+    # and as a first delivery on another warehouse state: the same rows
+    db.execute("delete from store.land_parcel")
+    g = ingest_file(write(inbox, "TDDAT_01_20261120_003.geojson", text.replace("parcels", "parcels 2")))
+    assert g["changes"] == {"new": 3, "changed": 0, "unchanged": 0, "removed": 0}
+    assert parcels(db) == from_csv
+
+
+def test_geometry_round_trips_exactly(warehouse, db, inbox):
+    # coordinates with all 17 significant digits a double can need
+    ring = [(105.85412345678901, 21.028123456789012), (105.85512345678903, 21.02812345678907),
+            (105.85512345678903, 21.029123456789011), (105.85412345678901, 21.028123456789012)]
+    g = shapely.Polygon(ring)
+    tddat(inbox, "TDDAT_01_20261120_001.csv", [parcel(geom=g, area=comma(geod_area(g)))])
+    (stored,) = db.execute("select geometry from core.land_parcel").fetchone()
+    back = shapely.from_geojson(stored)
+    assert json.loads(stored)["type"] == "Polygon"
+    assert shapely.get_coordinates(back).tolist() == [list(p) for p in ring]
+
+
+def test_invalid_geometries_are_rejected_with_the_reason(warehouse, db, inbox):
+    bow_tie = f"POLYGON (({X0} {Y0}, {X0 + D} {Y0 + D}, {X0 + D} {Y0}, {X0} {Y0 + D}, {X0} {Y0}))"
+    rows = [
+        parcel(no="1"),
+        parcel(no="2", shape=bow_tie, area="60"),                                        # self-intersection
+        parcel(no="3", shape="POLYGON ((105.85 21.02, 105.86 21.02"),                    # unreadable WKT
+        parcel(no="4", shape=f"POINT ({X0} {Y0})"),                                      # not a polygon
+        parcel(no="5", shape="POLYGON EMPTY"),                                           # empty
+        parcel(no="6", shape="POLYGON ((587000 2325000, 587010 2325000, 587010 2325010, 587000 2325000))"),  # VN-2000 metres
+        parcel(no="7", shape=""),                                                        # no geometry at all
+    ]
+    r = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
+    assert r == receipt(r, status="loaded_with_rejections", read=7, quarantined=6,
+                        rejections={"missing_required": 1, "invalid_geometry": 5},
+                        changes={"new": 1, "changed": 0, "unchanged": 0, "removed": 0})
+    assert quarantined(db) == [
+        (2, ["invalid_geometry"], f"invalid_geometry: GEOM_ERROR=Self-intersection[{X0 + D / 2} {Y0 + D / 2}]"),
+        (3, ["invalid_geometry"], "invalid_geometry: GEOM_ERROR=not readable as WKT: ParseException: "
+                                  "Expected word but encountered end of stream"),
+        (4, ["invalid_geometry"], "invalid_geometry: GEOM_ERROR=not a Polygon or MultiPolygon but a Point"),
+        (5, ["invalid_geometry"], "invalid_geometry: GEOM_ERROR=an empty polygon"),
+        (6, ["invalid_geometry"], "invalid_geometry: GEOM_ERROR=coordinates are not WGS84 longitude/latitude "
+                                  "(x 587000..587010, y 2.325e+06..2.32501e+06)"),
+        (7, ["missing_required"], "missing_required: HINH_THE"),
+    ]
+    # what the office sent is kept in the quarantine, the bow tie as WKT
+    assert db.execute("select raw->>'HINH_THE' from quarantine.row where row_no = 2").fetchone() == (bow_tie,)
+    assert [p[0] for p in parcels(db)] == ["00004-12-1"]
+
+
+def test_bow_tie_in_a_geojson_delivery(warehouse, db, inbox):
+    bow_tie = {"type": "Polygon", "coordinates": [[[0.5, 0.5], [1.5, 1.5], [1.5, 0.5], [0.5, 1.5], [0.5, 0.5]]]}
+    text = json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"ma_xa": "00004", "so_to": 1, "so_thua": 1, "dien_tich": 12345.5,
+                                           "muc_dich": "LUC"}, "geometry": bow_tie},
+        {"type": "Feature", "properties": {"MA_XA": "00004", "SO_TO": "1", "SO_THUA": "2", "DIEN_TICH": "115,8",
+                                           "MUC_DICH": "ONT"}, "geometry": None}]})
+    r = ingest_file(write(inbox, "TDDAT_01_20261120_001.geojson", text))
+    assert r == receipt(r, status="loaded_with_rejections", read=2, quarantined=2,
+                        rejections={"missing_required": 1, "invalid_geometry": 1})
+    assert quarantined(db) == [
+        (1, ["invalid_geometry"], "invalid_geometry: GEOM_ERROR=Self-intersection[1 1]"),
+        (2, ["missing_required"], "missing_required: HINH_THE"),
+    ]
+    assert db.execute("select raw->>'DIEN_TICH', raw->>'HINH_THE' from quarantine.row where row_no = 1").fetchone() == (
+        "12345,5", json.dumps(bow_tie, separators=(",", ":")))
+
+
+def test_every_attribute_defect_gets_its_code(warehouse, db, inbox):
+    rows = [
+        parcel(no="1"),
+        parcel(no="2", area="115.8"),                 # invalid_number: a dot is no decimal point
+        parcel(no="3", area="0"),                     # invalid_number: no area
+        parcel(no="4", area="1,2,3"),                 # invalid_number
+        parcel(no="5", use="ONT+XYZ"),                # invalid_code: unknown code
+        parcel(no="6", use="ONT+ONT"),                # invalid_code: twice
+        parcel(no="7", use="ONT+"),                   # invalid_code: empty part
+        parcel(no="123456"),                          # invalid_parcel_ref: 6 digits
+        parcel(sheet="12a", no="9"),                  # invalid_parcel_ref
+        parcel(ward="99999", no="10"),                # unknown_admin_unit
+        parcel(no="11", use=""),                      # missing_required
+        parcel(no="12", geom=square(1)), parcel(no="12", geom=square(2)),  # duplicate_key
+    ]
+    r = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
+    assert (r["rows_read"], r["rows_loaded"], r["rows_quarantined"]) == (13, 1, 12)
+    assert r["rejections"] == {"missing_required": 1, "unknown_admin_unit": 1, "invalid_parcel_ref": 2,
+                               "invalid_number": 3, "invalid_code": 3, "duplicate_key": 2}
+    assert quarantined(db) == [
+        (2, ["invalid_number"], "invalid_number: DIEN_TICH=115.8"),
+        (3, ["invalid_number"], "invalid_number: DIEN_TICH=0"),
+        (4, ["invalid_number"], "invalid_number: DIEN_TICH=1,2,3"),
+        (5, ["invalid_code"], "invalid_code: MUC_DICH=ONT+XYZ"),
+        (6, ["invalid_code"], "invalid_code: MUC_DICH=ONT+ONT"),
+        (7, ["invalid_code"], "invalid_code: MUC_DICH=ONT+"),
+        (8, ["invalid_parcel_ref"], "invalid_parcel_ref: SO_THUA=123456"),
+        (9, ["invalid_parcel_ref"], "invalid_parcel_ref: SO_TO=12a"),
+        (10, ["unknown_admin_unit"], "unknown_admin_unit: MA_XA=99999"),
+        (11, ["missing_required"], "missing_required: MUC_DICH"),
+        (12, ["duplicate_key"], "duplicate_key: MA_XA=00004 SO_TO=12 SO_THUA=12"),
+        (13, ["duplicate_key"], "duplicate_key: MA_XA=00004 SO_TO=12 SO_THUA=12"),
+    ]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("125,5", Decimal("125.5")), ("125", Decimal("125")), ("1.250,75", Decimal("1250.75")),
+    ("1.000.000", Decimal("1000000")), ("0,5", Decimal("0.5")), ("125.5", None), (",5", None), ("12,", None),
+    ("1,2,3", None), ("-5", None), ("12 m2", None),
+])
+def test_decimal_comma(db, text, expected):
+    assert db.execute("select rules.parse_decimal(%s)", (text,)).fetchone() == (expected,)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("ONT", ["ONT"]), ("ont + cln", ["ONT", "CLN"]), ("HNK+CNT+RSN", ["HNK", "CNT", "RSN"]), ("ONT+ONT", None),
+    ("ONX", None), ("+ONT", None), ("ONT,CLN", None),
+])
+def test_land_use_codes(db, text, expected):
+    assert db.execute("select rules.land_use_codes(%s)", (text,)).fetchone() == (expected,)
+
+
+def test_area_mismatch_is_a_finding(warehouse, db, inbox):
+    true_area = geod_area(square())
+    rows = [parcel(no="1", area=comma(true_area * 1.049)),     # within 5%
+            parcel(no="2", geom=square(1), area=comma(true_area * 1.06)),  # 6% more on paper
+            parcel(no="3", geom=square(2), area=comma(true_area * 0.90))]  # 10% less
+    r = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
+    assert r == receipt(r, read=3, findings={"area_mismatch": 2},
+                        changes={"new": 3, "changed": 0, "unchanged": 0, "removed": 0})
+    assert len(parcels(db)) == 3
+
+
+def test_overlapping_parcels_are_a_finding_on_both(warehouse, db, inbox):
+    rows = [
+        parcel(no="1"),
+        parcel(no="2", geom=square(0, 0, dx=D / 2)),        # half of parcel 1: overlap about 58 m2
+        parcel(no="3", geom=square(1)),                     # overlaps 2's right half
+        parcel(no="4", geom=square(3, 0, dx=D * 0.001)),    # overlaps 5 by a sliver (0.1% of its width)
+        parcel(no="5", geom=square(4)),
+        parcel(no="6", geom=square(6)),                     # only touches 7: no overlap
+        parcel(no="7", geom=square(7)),
+        parcel(ward="00103", no="8", geom=square(6)),       # the same place, another survey commune
+    ]
+    r = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
+    assert r == receipt(r, read=8, findings={"parcel_overlap": 3},
+                        changes={"new": 8, "changed": 0, "unchanged": 0, "removed": 0})
+    half = area_of(square(0, 0, D / 2))
+    got = db.execute("select parcel_id, other_parcel_id, overlap_m2 from core.land_parcel_overlap order by 1, 2").fetchall()
+    assert [g[:2] for g in got] == [("00004-12-1", "00004-12-2"), ("00004-12-2", "00004-12-1"),
+                                    ("00004-12-2", "00004-12-3"), ("00004-12-3", "00004-12-2")]
+    assert all(abs(g[2] - half) < Decimal("0.05") for g in got), (got, half)
+    # the next snapshot without parcel 2: the overlaps are gone with it
+    r2 = tddat(inbox, "TDDAT_01_20261127_001.csv", [row for row in rows if row[2] != "2"])
+    assert (r2["changes"], r2["findings"]) == ({"new": 0, "changed": 0, "unchanged": 7, "removed": 1}, {})
+    assert db.execute("select count(*) from core.land_parcel_overlap").fetchone() == (0,)
+
+
+def test_overlaps_are_found_through_the_box_index(warehouse, db, inbox):
+    tddat(inbox, "TDDAT_01_20261120_001.csv", [parcel(no=str(i), geom=square(i % 40, i // 40)) for i in range(400)])
+    db.execute("analyze store.land_parcel")
+    db.execute("set enable_seqscan = off")  # a table this small would be scanned; the plan must allow the index
+    plan = json.dumps(db.execute("explain (format json) " + land.CANDIDATES, {"scope": "01"}).fetchone()[0])
+    assert "land_parcel_bbox_current" in plan, plan
+
+
+def test_a_rerun_changes_nothing_and_a_snapshot_removes_a_parcel(warehouse, db, inbox):
+    rows = [parcel(no="1"), parcel(no="2", geom=square(1)), parcel(no="3", geom=square(2))]
+    first = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
+    store = "select version_id, content_hash, recorded_from, valid_to::text from store.land_parcel order by 1"
+    before = db.execute(store).fetchall()
+    # the same content in other bytes (CRLF, a BOM), and then as GeoJSON: nothing changes
+    again = ingest_file(write(inbox, "TDDAT_01_20261120_002.csv", "\ufeff" + csv_text(TDDAT_HEADER, rows),
+                              newline="\r\n"))
+    assert again == receipt(again, read=3, changes={"new": 0, "changed": 0, "unchanged": 3, "removed": 0})
+    assert db.execute(store).fetchall() == before
+    dup = ingest_file(Path(inbox / "TDDAT_01_20261120_001.csv"))
+    assert (dup["status"], dup["delivery_id"]) == ("duplicate", first["delivery_id"])
+    # a week later parcel 2 is gone and parcel 3 was re-surveyed
+    week2 = tddat(inbox, "TDDAT_01_20261127_001.csv", [rows[0], parcel(no="3", geom=square(2), area="120,0")])
+    assert week2["changes"] == {"new": 0, "changed": 1, "unchanged": 1, "removed": 1}
+    sent = Decimal(comma(geod_area(square())).replace(",", "."))
+    assert [(p[0], p[5]) for p in parcels(db)] == [("00004-12-1", sent), ("00004-12-3", Decimal("120.0"))]
+    assert db.execute("select parcel_id, area_m2, valid_from, valid_to from history.land_parcel "
+                      "where recorded_to is null and parcel_id in ('00004-12-2', '00004-12-3') "
+                      "order by parcel_id, valid_from").fetchall() == [
+        ("00004-12-2", sent, dt.datetime(2026, 11, 19, 17, tzinfo=UTC), dt.datetime(2026, 11, 26, 17, tzinfo=UTC)),
+        ("00004-12-3", sent, dt.datetime(2026, 11, 19, 17, tzinfo=UTC), dt.datetime(2026, 11, 26, 17, tzinfo=UTC)),
+        ("00004-12-3", Decimal("120.0"), dt.datetime(2026, 11, 26, 17, tzinfo=UTC), None),
+    ]
+
+
+@pytest.mark.parametrize("text,reason", [
+    ('{"type": "Feature", "properties": {}, "geometry": null}',
+     "the GeoJSON must be a FeatureCollection; the file is a Feature"),
+    ('{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}',
+     "the GeoJSON must be a FeatureCollection; the file is a Polygon"),
+    ('[{"type": "Feature"}]', "the GeoJSON must be a FeatureCollection object; the file is a JSON array"),
+    ('{"features": []}', "the GeoJSON must be a FeatureCollection; the file is an object without a \"type\""),
+    ('{"type": "FeatureCollection", "features": []}',
+     "the FeatureCollection has no features (no \"features\" array, or an empty one)"),
+    ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}', None),
+    ('{"type": "FeatureCollection", "features": [{"type": "Polygon", "coordinates": []}]}',
+     "feature 1 of the FeatureCollection is not a GeoJSON Feature"),
+    ("MA_XA,SO_TO\n00004,1\n", "the GeoJSON must be a FeatureCollection object; the file is not a JSON object"),
+    ("", "the GeoJSON must be a FeatureCollection object; the file is not a JSON object"),
+])
+def test_a_geojson_that_is_not_a_feature_collection_is_rejected(warehouse, db, inbox, text, reason):
+    r = ingest_file(write(inbox, "TDDAT_01_20261120_001.geojson", text))
+    assert (r["status"], r["rows_read"], r["rows_loaded"]) == ("rejected", 0, 0)
+    if reason is None:
+        assert r["reason"].startswith("the GeoJSON is not valid JSON after feature 0: "), r["reason"]
+    else:
+        assert r["reason"] == reason
+    assert db.execute("select count(*) from store.land_parcel").fetchone() == (0,)
+
+
+def test_a_csv_without_hinh_the_or_with_a_computed_column_is_rejected(warehouse, db, inbox):
+    r = tddat(inbox, "TDDAT_01_20261120_001.csv", [parcel()[:6]], header=TDDAT_HEADER[:6])
+    assert r["reason"] == ("required column(s) missing from the header: HINH_THE (the header has: MA_XA, SO_TO, "
+                           "SO_THUA, DIEN_TICH, MUC_DICH, DIA_CHI)")
+    r = tddat(inbox, "TDDAT_01_20261120_002.csv", [parcel() + [""]], header=TDDAT_HEADER + ["GEOM_ERROR"])
+    assert r["reason"] == "the header names column GEOM_ERROR, which the pipeline computes itself: leave it out"
+    r = tddat(inbox, "TDDAT_01_20261120_003.csv", [parcel(), parcel(no="2")[:5]])
+    assert r["reason"] == "a row has fewer fields than the header (near data row 2)"
+    r = ingest_file(write(inbox, "TDDAT_01_20261120_004.xlsx", "x"))
+    assert r["reason"] == "a TDDAT delivery must be one of geojson, csv, not .xlsx"
+
+
+def test_no_postgis_means_no_geometry_view(warehouse, db):
+    has_postgis = db.execute("select exists (select 1 from pg_extension where extname = 'postgis')").fetchone()[0]
+    view = db.execute("select to_regclass('core.land_parcel_geometry') is not null").fetchone()[0]
+    assert view == has_postgis
+    assert db.execute("select name from meta.schema_migration where name = '013_land.sql'").fetchone()
