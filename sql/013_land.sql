@@ -80,11 +80,11 @@ create index land_right_versions on store.land_right (certificate_serial, record
 -- "the holders of this parcel"
 create index land_right_parcel_current on store.land_right (parcel_id)
     where valid_to = 'infinity' and recorded_to = 'infinity';
--- "the parcels this person / this enterprise holds rights on"
-create index land_right_person_current on store.land_right (holder_person_id)
-    where valid_to = 'infinity' and recorded_to = 'infinity' and holder_person_id <> '';
-create index land_right_enterprise_current on store.land_right (holder_enterprise_code)
-    where valid_to = 'infinity' and recorded_to = 'infinity' and holder_enterprise_code <> '';
+-- "the parcels this person / this enterprise holds rights on": on the expressions the views show
+create index land_right_person_current on store.land_right ((nullif(holder_person_id, '')))
+    where valid_to = 'infinity' and recorded_to = 'infinity';
+create index land_right_enterprise_current on store.land_right ((nullif(holder_enterprise_code, '')))
+    where valid_to = 'infinity' and recorded_to = 'infinity';
 
 -- Parcels of the same survey commune overlapping beyond a sliver (more than 1 m2 and more than 1%
 -- of the smaller one), recomputed for a province whenever its TDDAT snapshot is published: the
@@ -98,6 +98,15 @@ create table store.land_parcel_overlap (
     primary key (parcel_id, other_parcel_id)
 );
 create index land_parcel_overlap_scope on store.land_parcel_overlap (scope);
+
+-- Whether a parcel is current in the land register (GCN's rule unknown_parcel): one probe of
+-- land_parcel_current.
+create function rules.parcel_exists(ward text, sheet text, parcel text) returns boolean
+language sql stable parallel safe as $$
+    select exists (select 1 from store.land_parcel p
+                   where p.survey_ward_code = ward and p.sheet_no = sheet and p.parcel_no = parcel
+                     and p.valid_to = 'infinity' and p.recorded_to = 'infinity')
+$$;
 
 create view core.land_parcel as
     select parcel_id, ward_code, survey_ward_code, sheet_no, parcel_no, area_m2, computed_area_m2,

@@ -371,3 +371,136 @@ def test_no_postgis_means_no_geometry_view(warehouse, db):
     view = db.execute("select to_regclass('core.land_parcel_geometry') is not null").fetchone()[0]
     assert view == has_postgis
     assert db.execute("select name from meta.schema_migration where name = '013_land.sql'").fetchone()
+
+
+# ------------------------------------------------------------------------------------------ rights
+
+P1, P2 = "001090000001", "001190000002"
+ENT_A, ENT_B = "0100109106", "0100109113"
+
+
+def right(serial="CS 000001", parcel_no="1", kind="CN", pid="", ent="", name="Nguyễn Văn An", share="",
+          status="Hiệu lực", issued="15/06/2015", ward="00004", sheet="12", entry="") -> list[str]:
+    return [serial, entry, issued, ward, sheet, parcel_no, kind, pid, ent, name, share, status]
+
+
+def gcn(inbox: Path, name: str, rows: list[list[str]]) -> dict:
+    return deliver(inbox, name, GCN_HEADER, rows)
+
+
+@pytest.fixture
+def land_register(warehouse, db, inbox):
+    """Parcels 00004-12-1..4, person P1 and enterprise A in the core."""
+    tddat(inbox, "TDDAT_01_20261101_001.csv", [parcel(no=str(i), geom=square(i)) for i in range(1, 5)])
+    deliver(inbox, "CUTRU_01_20261101_001.csv", CUTRU_HEADER, [person(pid=P1)])
+    deliver(inbox, "DKKD_01_20261101_001.csv", DKKD_HEADER,
+            [[ENT_A, "Công ty cổ phần Sữa Hà Nội", "Công ty cổ phần", "12/03/2010", "Đang hoạt động", "01", "00004"]])
+
+
+def test_certificates_with_co_holders_enterprises_and_findings(land_register, db, inbox):
+    rows = [
+        right("CS 000001", "1", pid=P1, name="NGUYỄN VĂN AN", share="50", entry="VS-01"),   # co-holders 50 + 50,
+        right("CS 000001", "1", pid=P2, name="Trần Thị Bình", share="50,0"),                # the second unresolved
+        right("CS 000002", "2", kind="TC", ent=ENT_A, name="Công ty cổ phần Sữa Hà Nội", share="100"),
+        right("CS 000003", "3", kind="tc", ent=ENT_B, name="Doanh nghiệp tư nhân Kim Thành"),  # unresolved
+        right("CS 000004", "4", pid=P1, share="60", status="Đã chuyển nhượng"),             # 60 + 30: share_mismatch
+        right("CS 000004", "4", kind="TC", ent=ENT_A, name="Công ty cổ phần Sữa Hà Nội", share="30",
+              status="Đã chuyển nhượng"),
+        right("CS 000005", "99", pid=P1),                                                    # unknown_parcel
+        right("CS 000006", "1", pid=P1, status="da thu hoi"),                                # no share: fine
+        right("CS123456", "1", pid=P1),                                                      # invalid_serial
+        right("CS 000007", "1", pid=""),                                                     # missing_required
+        right("CS 000008", "1", kind="TC", pid=P1),                                          # missing_required
+        right("CS 000009", "1", kind="HGD", pid=P1),                                         # invalid_code
+        right("CS 000010", "1", pid=P1, share="0"),                                          # invalid_number
+        right("CS 000011", "1", pid="12345"),                                                # invalid_personal_id
+        right("CS 000012", "1", kind="TC", ent="0100109107"),                                # invalid_tax_code
+    ]
+    r = gcn(inbox, "GCN_01_20261120_001.csv", rows)
+    assert r == receipt(r, status="loaded_with_rejections", read=15, quarantined=8,
+                        rejections={"missing_required": 2, "invalid_serial": 1, "invalid_code": 1,
+                                    "invalid_personal_id": 1, "invalid_tax_code": 1, "invalid_number": 1,
+                                    "unknown_parcel": 1},
+                        findings={"unresolved_person": 1, "unresolved_enterprise": 1, "share_mismatch": 2},
+                        changes={"new": 7, "changed": 0, "unchanged": 0, "removed": 0})
+    assert quarantined(db)[-8:] == [
+        (7, ["unknown_parcel"], "unknown_parcel: MA_XA=00004 SO_TO=12 SO_THUA=99"),
+        (9, ["invalid_serial"], "invalid_serial: SO_PHAT_HANH=CS123456"),
+        (10, ["missing_required"], "missing_required: SO_DINH_DANH_CHU"),
+        (11, ["missing_required"], "missing_required: MA_SO_DN_CHU"),
+        (12, ["invalid_code"], "invalid_code: LOAI_CHU=HGD"),
+        (13, ["invalid_number"], "invalid_number: TY_LE=0"),
+        (14, ["invalid_personal_id"], "invalid_personal_id: SO_DINH_DANH_CHU=12345"),
+        (15, ["invalid_tax_code"], "invalid_tax_code: MA_SO_DN_CHU=0100109107"),
+    ]
+    issued = dt.date(2015, 6, 15)
+    assert rights(db) == [
+        ("CS 000001", "00004-12-1", issued, "person", P1, None, "Nguyễn Văn An", Decimal("50"), "valid"),
+        ("CS 000001", "00004-12-1", issued, "person", P2, None, "Trần Thị Bình", Decimal("50.0"), "valid"),
+        ("CS 000002", "00004-12-2", issued, "organisation", None, ENT_A, "Công ty cổ phần Sữa Hà Nội",
+         Decimal("100"), "valid"),
+        ("CS 000003", "00004-12-3", issued, "organisation", None, ENT_B, "Doanh nghiệp tư nhân Kim Thành", None,
+         "valid"),
+        ("CS 000004", "00004-12-4", issued, "person", P1, None, "Nguyễn Văn An", Decimal("60"), "transferred"),
+        ("CS 000004", "00004-12-4", issued, "organisation", None, ENT_A, "Công ty cổ phần Sữa Hà Nội",
+         Decimal("30"), "transferred"),
+        ("CS 000006", "00004-12-1", issued, "person", P1, None, "Nguyễn Văn An", None, "revoked"),
+    ]
+
+
+def test_an_unresolved_holder_resolves_by_himself_when_the_person_arrives(land_register, db, inbox):
+    rows = [right("CS 000001", "1", pid=P1, share="50"), right("CS 000001", "1", pid=P2, name="Trần Thị Bình",
+                                                                   share="50")]
+    r = gcn(inbox, "GCN_01_20261120_001.csv", rows)
+    assert r["findings"] == {"unresolved_person": 1}
+    holders = ("select r.holder_person_id, p.full_name, p.birth_date from core.land_right r "
+               "left join core.person p on p.person_id = r.holder_person_id order by 1")
+    assert db.execute(holders).fetchall() == [(P1, "Nguyễn Văn An", dt.date(1990, 3, 12)), (P2, None, None)]
+    versions = db.execute("select count(*) from store.land_right").fetchone()
+    # the residence register lists her a day later: the link resolves, GCN is not reloaded
+    deliver(inbox, "CUTRU_01_20261121_001.csv", CUTRU_HEADER,
+            [person(pid=P1), person(pid=P2, name="Trần Thị Bình", born="05/05/1990", sex="Nữ")])
+    assert db.execute(holders).fetchall() == [(P1, "Nguyễn Văn An", dt.date(1990, 3, 12)),
+                                              (P2, "Trần Thị Bình", dt.date(1990, 5, 5))]
+    assert db.execute("select count(*) from store.land_right").fetchone() == versions
+    # next week's snapshot: nothing to report, nothing changed
+    week2 = gcn(inbox, "GCN_01_20261127_001.csv", list(reversed(rows)))
+    assert (week2["changes"], week2["findings"]) == ({"new": 0, "changed": 0, "unchanged": 2, "removed": 0}, {})
+
+
+def test_a_gcn_snapshot_ends_a_certificate_and_keeps_its_history(land_register, db, inbox):
+    gcn(inbox, "GCN_01_20261120_001.csv", [right("CS 000001", "1", pid=P1), right("CS 000002", "2", pid=P1)])
+    r = gcn(inbox, "GCN_01_20261127_001.csv", [right("CS 000001", "1", pid=P1, status="Đã thu hồi")])
+    assert r["changes"] == {"new": 0, "changed": 1, "unchanged": 0, "removed": 1}
+    assert db.execute("select certificate_serial, status, valid_from, valid_to from history.land_right "
+                      "where recorded_to is null order by 1, 3").fetchall() == [
+        ("CS 000001", "valid", dt.datetime(2026, 11, 19, 17, tzinfo=UTC), dt.datetime(2026, 11, 26, 17, tzinfo=UTC)),
+        ("CS 000001", "revoked", dt.datetime(2026, 11, 26, 17, tzinfo=UTC), None),
+        ("CS 000002", "valid", dt.datetime(2026, 11, 19, 17, tzinfo=UTC), dt.datetime(2026, 11, 26, 17, tzinfo=UTC)),
+    ]
+
+
+def test_a_quarantined_holder_row_is_not_removed_by_the_snapshot(land_register, db, inbox):
+    gcn(inbox, "GCN_01_20261120_001.csv", [right("CS 000001", "1", pid=P1), right("CS 000002", "2", pid=P1)])
+    r = gcn(inbox, "GCN_01_20261127_001.csv", [right("CS 000001", "1", pid=P1),
+                                               right("CS 000002", "2", pid=P1, issued="31/02/2015")])
+    assert (r["rows_quarantined"], r["changes"]) == (1, {"new": 0, "changed": 0, "unchanged": 1, "removed": 0})
+    assert [x[0] for x in rights(db)] == ["CS 000001", "CS 000002"]
+
+
+def test_parcels_and_holders_are_indexed_queries(land_register, db, inbox):
+    gcn(inbox, "GCN_01_20261120_001.csv", [right(f"CS {i:06d}", str(i % 4 + 1), pid=P1) for i in range(1, 40)]
+        + [right("CS 000100", "2", kind="TC", ent=ENT_A)])
+    db.execute("analyze store.land_right")
+    db.execute("set enable_seqscan = off")  # tables this small would be scanned; the plan must allow the index
+    for query, index, arg in [
+        ("select * from core.land_right where holder_person_id = %s", "land_right_person_current", P1),
+        ("select * from core.land_right where holder_enterprise_code = %s", "land_right_enterprise_current", ENT_A),
+        ("select * from core.land_right where parcel_id = %s", "land_right_parcel_current", "00004-12-2"),
+    ]:
+        plan = json.dumps(db.execute("explain (format json) " + query, (arg,)).fetchone()[0])
+        assert index in plan and "Seq Scan" not in plan, (query, plan)
+    assert db.execute("select count(distinct p.parcel_id) from core.land_parcel p join core.land_right r "
+                      "on r.parcel_id = p.parcel_id where r.holder_person_id = %s", (P1,)).fetchone() == (4,)
+    assert db.execute("select holder_enterprise_code from core.land_right where parcel_id = '00004-12-2' "
+                      "and holder_type = 'organisation'").fetchall() == [(ENT_A,)]
