@@ -504,3 +504,38 @@ def test_parcels_and_holders_are_indexed_queries(land_register, db, inbox):
                       "on r.parcel_id = p.parcel_id where r.holder_person_id = %s", (P1,)).fetchone() == (4,)
     assert db.execute("select holder_enterprise_code from core.land_right where parcel_id = '00004-12-2' "
                       "and holder_type = 'organisation'").fetchall() == [(ENT_A,)]
+
+
+# ------------------------------------------------------------------------------------------ generated
+
+@pytest.mark.parametrize("file_type", ["csv", "geojson"])
+def test_generated_tddat_receipt_matches_its_manifest(warehouse, db, inbox, file_type):
+    from pipelines.generate import generate
+
+    m = generate("TDDAT", 3000, "01", 0.03, inbox, date=dt.date(2026, 11, 20), seed=7, file_type=file_type)
+    r = ingest_file(m["path"])
+    assert (r["status"], r["rows_read"], r["rows_quarantined"]) == ("loaded_with_rejections", 3000, m["defect_rows"])
+    assert r["rejections"] == m["rejections"] and set(m["rejections"]) == {
+        "missing_required", "unknown_admin_unit", "invalid_parcel_ref", "invalid_number", "invalid_code",
+        "invalid_geometry", "duplicate_key"}
+    assert r["findings"] == m["findings"] and m["findings"]["parcel_overlap"] > 0 and m["findings"]["area_mismatch"] > 0
+    assert db.execute("select count(*) from core.land_parcel").fetchone() == (3000 - m["defect_rows"],)
+
+
+def test_generated_gcn_receipt_matches_its_manifest(warehouse, db, inbox):
+    from pipelines.generate import generate
+
+    people = generate("CUTRU", 300, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=1)
+    ingest_file(people["path"])
+    person_ids = [row[0] for row in db.execute("select person_id from core.person order by 1")]
+    ingest_file(generate("TDDAT", 2500, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=2)["path"])
+    m = generate("GCN", 2000, "01", 0.04, inbox, date=dt.date(2026, 11, 20), seed=3, person_ids=person_ids)
+    r = ingest_file(m["path"])
+    assert (r["rows_read"], r["rows_quarantined"], r["rejections"]) == (2000, m["defect_rows"], m["rejections"])
+    assert set(m["rejections"]) == {"missing_required", "invalid_serial", "invalid_date", "invalid_code",
+                                    "invalid_personal_id", "invalid_tax_code", "invalid_number", "unknown_parcel",
+                                    "duplicate_key"}
+    assert r["findings"] == m["findings"] and all(m["findings"].values())
+    co_held = db.execute("select count(*) from (select certificate_serial from core.land_right group by 1 "
+                         "having count(*) > 1) c").fetchone()[0]
+    assert co_held > 100
