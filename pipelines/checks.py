@@ -134,6 +134,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         joins.append(f"left join {c.rule.lookup} {j} on {j}.code = {c.rule.lookup_key.format(v='t.c_' + c.to)}{extra}")
         level3.append(f"{_value_sql(c, contract, 't.c_' + c.to, j, d)} as {c.to}")
         level3.append(f"{_invalid_sql(c, contract, 't.c_' + c.to, j, d)} as bad_{c.to}")
+        for suffix, expr, _ in c.rule.extras:   # e.g. a survey-time ward's current ward, from the same join
+            level3.append(f"{expr.format(v='t.c_' + c.to, j=j, d=d)} as {c.to}{suffix}")
 
     # rule columns, one per reason code
     by_code: dict[str, list[str]] = {}

@@ -117,6 +117,13 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     # The lock (held to commit) makes change-feed sequence numbers visible in commit order, so a
     # reader polling `seq > :last_seen` never skips a change committed late.
     conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
+    # Into an empty store (a first load) the planner estimates no current row and probes the store
+    # with a sequential scan per incoming row, which the rows being inserted make quadratic (seen:
+    # 10k rows 1.6 s, 100k rows 200 s): no nested loop for this one statement then.
+    empty = conn.execute("select reltuples <= 0 from pg_class where oid = %s::regclass",
+                         (target.table,)).fetchone()[0]
+    if empty:
+        conn.execute("set local enable_nestloop = off")
     key_text = " || '|' || ".join(f"{{a}}.{k}::text" for k in target.key)
     inserted = conn.execute(f"""
         with added as (
@@ -135,6 +142,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         from added a
         left join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)}""",
                             {"delivery": delivery_id, "entity": target.entity}).rowcount
+    if empty:
+        conn.execute("set local enable_nestloop = on")
     conn.execute(f"""
         insert into store.change_log (entity, entity_key, operation, delivery_id)
         select %(entity)s, {key_text.format(a='c')}, 'delete', %(delivery)s

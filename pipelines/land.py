@@ -308,6 +308,9 @@ def find_overlaps(conn, scope: str, delivery_id: int) -> int:
     import shapely
 
     conn.execute("delete from store.land_parcel_overlap where scope = %s", (scope,))
+    # the rows just merged are not in the statistics yet: without them the planner may take the
+    # self-join for a tiny table and probe it with a nested sequential scan (seen: minutes)
+    conn.execute("analyze store.land_parcel")
     found = []
     with conn.cursor(name=f"overlap_candidates_{delivery_id}") as cur:
         cur.itersize = BATCH

@@ -116,7 +116,8 @@ TYPES.update({
         "a GSO ward/commune code as at the cadastral survey, kept as sent (it names the parcel); a code of "
         "both eras is read as the pre-2025 unit (surveys predate the reform), and the current ward it lies in "
         "is ward_code",
-        lookup="ref.ward_resolution", lookup_extra="{j}.after_reform = false"),
+        lookup="ref.ward_resolution", lookup_extra="{j}.after_reform = false",
+        extras=(("_current", "{j}.current_code", "text"),)),
     "sheet_no": TypeRule("invalid_parcel_ref", "not (length({v}) <= 4 and rules.is_digits({v}))", "{v}", "text",
                          "a cadastral map sheet number: 1-4 digits, kept as sent"),
     "parcel_no": TypeRule("invalid_parcel_ref", "not (length({v}) <= 5 and rules.is_digits({v}))", "{v}", "text",

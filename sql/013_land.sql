@@ -42,9 +42,11 @@ create index land_parcel_versions on store.land_parcel (parcel_id, recorded_from
 -- "the parcels of a ward"
 create index land_parcel_ward_current on store.land_parcel (ward_code)
     where valid_to = 'infinity' and recorded_to = 'infinity';
--- overlap candidates: boxes that intersect (&&), one index probe per parcel
-create index land_parcel_bbox_current on store.land_parcel using gist (bbox)
-    where valid_to = 'infinity' and recorded_to = 'infinity';
+-- overlap candidates: boxes that intersect (&&), one index probe per parcel. Not partial on
+-- purpose: a partial index whose predicate is "current" is a path to every current row, and right
+-- after a first load (statistics of an empty table) the planner took it as the inner side of the
+-- merge's anti-join, walking the whole index once per incoming row.
+create index land_parcel_bbox on store.land_parcel using gist (bbox);
 
 create table store.land_right (
     version_id              bigint generated always as identity primary key,
