@@ -539,3 +539,26 @@ def test_generated_gcn_receipt_matches_its_manifest(warehouse, db, inbox):
     co_held = db.execute("select count(*) from (select certificate_serial from core.land_right group by 1 "
                          "having count(*) > 1) c").fetchone()[0]
     assert co_held > 100
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+def test_history_as_of_for_parcels_and_rights(land_register, db, inbox):
+    week1 = dt.datetime(2026, 11, 21, tzinfo=UTC)
+    gcn(inbox, "GCN_01_20261120_001.csv", [right("CS 000001", "1", pid=P1), right("CS 000002", "2", pid=P1)])
+    tddat(inbox, "TDDAT_01_20261127_001.csv", [parcel(no="1", area="120,0"), parcel(no="2", geom=square(2))])
+    gcn(inbox, "GCN_01_20261127_001.csv", [right("CS 000001", "1", pid=P1, status="Đã chuyển nhượng")])
+    week2 = dt.datetime(2026, 11, 28, tzinfo=UTC)
+    assert db.execute("select parcel_id, area_m2 from history.land_parcel_as_of(%s) order by 1", (week1,)).fetchall() == [
+        (f"00004-12-{i}", Decimal(comma(geod_area(square(i))).replace(",", "."))) for i in range(1, 5)]
+    assert db.execute("select parcel_id, area_m2 from history.land_parcel_as_of(%s) order by 1", (week2,)).fetchall() == [
+        ("00004-12-1", Decimal("120.0")), ("00004-12-2", Decimal(comma(geod_area(square(2))).replace(",", ".")))]
+    assert db.execute("select certificate_serial, status from history.land_right_as_of(%s) order by 1",
+                      (week1,)).fetchall() == [("CS 000001", "valid"), ("CS 000002", "valid")]
+    assert db.execute("select certificate_serial, status, holder_person_id from history.land_right_as_of(%s) "
+                      "order by 1", (week2,)).fetchall() == [("CS 000001", "transferred", P1)]
+    # what we knew before the second week's deliveries, asked about today
+    first_known = db.execute("select min(recorded_from) from store.land_right where delivery_id = "
+                             "(select min(delivery_id) from meta.delivery where feed = 'GCN')").fetchone()[0]
+    assert db.execute("select certificate_serial, status from history.land_right_as_of(%s, %s) order by 1",
+                      (week2, first_known)).fetchall() == [("CS 000001", "valid"), ("CS 000002", "valid")]
