@@ -2197,11 +2197,12 @@ def main(argv=None) -> None:
     p.add_argument("--manifest", action="store_true")
     p.add_argument("--xlsx", action="store_true", help="write an Excel workbook instead of a CSV file")
     p.add_argument("--title-row", default=None, help="(--xlsx) a title on row 1, above the header")
+    p.add_argument("--geojson", action="store_true", help="(TDDAT) write a GeoJSON FeatureCollection")
     a = p.parse_args(argv)
     t = time.perf_counter()
     res = generate(a.feed, a.rows, a.province, a.defect_rate, a.out_dir, date=a.date, seq=a.seq,
                    seed=a.seed, encoding=a.encoding, quirks=not a.no_quirks, crlf=a.crlf, manifest=a.manifest,
-                   file_type="xlsx" if a.xlsx else "csv", title_row=a.title_row)
+                   file_type="xlsx" if a.xlsx else "geojson" if a.geojson else "csv", title_row=a.title_row)
     secs = time.perf_counter() - t
     res.update(seconds=round(secs, 2), rows_per_second=round(a.rows / secs) if secs else None,
                bytes=Path(res["path"]).stat().st_size)

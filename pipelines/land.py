@@ -311,6 +311,11 @@ def find_overlaps(conn, scope: str, delivery_id: int) -> int:
     # the rows just merged are not in the statistics yet: without them the planner may take the
     # self-join for a tiny table and probe it with a nested sequential scan (seen: minutes)
     conn.execute("analyze store.land_parcel")
+    # the box index, not a hash join on the commune: hashing on the commune compares every pair of
+    # parcels of a commune (seen: 1M parcels, minutes). These two hold to the end of the
+    # transaction; they are set back below.
+    conn.execute("set local enable_hashjoin = off")
+    conn.execute("set local enable_mergejoin = off")
     found = []
     with conn.cursor(name=f"overlap_candidates_{delivery_id}") as cur:
         cur.itersize = BATCH
@@ -322,6 +327,8 @@ def find_overlaps(conn, scope: str, delivery_id: int) -> int:
             for r, area in zip(rows, areas):
                 if area > OVERLAP_MIN_M2 and area > OVERLAP_MIN_SHARE * float(min(r[4], r[5])):
                     found.append((r[0], r[1], round(float(area), 2)))
+    conn.execute("set local enable_hashjoin = on")
+    conn.execute("set local enable_mergejoin = on")
     if found:
         with conn.cursor().copy("copy store.land_parcel_overlap (scope, parcel_id, other_parcel_id, overlap_m2, "
                                 "delivery_id) from stdin") as cp:
