@@ -287,48 +287,80 @@ def _property_text(value) -> str:
 
 # ---------------------------------------------------------------------------------- overlaps
 
-CANDIDATES = f"""
-select a.parcel_id, b.parcel_id, a.geometry, b.geometry, a.computed_area_m2, b.computed_area_m2
-from store.land_parcel a
-join store.land_parcel b
-  on b.bbox && a.bbox
- and b.valid_to = 'infinity' and b.recorded_to = 'infinity'
- and b.survey_ward_code = a.survey_ward_code and b.parcel_id > a.parcel_id
-where a.valid_to = 'infinity' and a.recorded_to = 'infinity' and a.scope = %(scope)s
-  -- what the two boxes share bounds the overlap: prune touching neighbours without any geometry
-  and area(a.bbox # b.bbox) * {M2_PER_SQUARE_DEGREE_MAX} > {OVERLAP_MIN_M2}
-  and area(a.bbox # b.bbox) * {M2_PER_SQUARE_DEGREE_MAX} > {OVERLAP_MIN_SHARE} * least(a.computed_area_m2, b.computed_area_m2)
+BOXES = """
+select survey_ward_code, parcel_id, (bbox[1])[0], (bbox[1])[1], (bbox[0])[0], (bbox[0])[1], computed_area_m2::float8
+from store.land_parcel
+where valid_to = 'infinity' and recorded_to = 'infinity' and scope = %(scope)s
+order by survey_ward_code
 """
+
+
+def _commune_pairs(ids: list[str], boxes: np.ndarray, areas: np.ndarray) -> Iterator[tuple[str, str]]:
+    """Candidate pairs of one commune: boxes that intersect (an STRtree, not all pairs), kept when
+    what the two boxes share could hold an overlap above the thresholds."""
+    import shapely
+
+    if len(ids) < 2:
+        return
+    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    keep = left < right
+    left, right = left[keep], right[keep]
+    if not len(left):
+        return
+    w = np.minimum(boxes[left, 2], boxes[right, 2]) - np.maximum(boxes[left, 0], boxes[right, 0])
+    h = np.minimum(boxes[left, 3], boxes[right, 3]) - np.maximum(boxes[left, 1], boxes[right, 1])
+    shared = np.clip(w, 0, None) * np.clip(h, 0, None) * M2_PER_SQUARE_DEGREE_MAX
+    keep = (shared > OVERLAP_MIN_M2) & (shared > OVERLAP_MIN_SHARE * np.minimum(areas[left], areas[right]))
+    for i, j in zip(left[keep], right[keep]):
+        yield ids[i], ids[j]
+
+
+def _candidates(conn, scope: str, delivery_id: int) -> list[tuple[str, str]]:
+    """Every candidate pair of the province, streaming its parcels' boxes commune by commune."""
+    pairs: list[tuple[str, str]] = []
+    commune, ids, boxes, areas = None, [], [], []
+
+    def flush():
+        if ids:
+            pairs.extend(_commune_pairs(ids, np.array(boxes, dtype=float), np.array(areas, dtype=float)))
+
+    with conn.cursor(name=f"parcel_boxes_{delivery_id}") as cur:
+        cur.itersize = 20_000
+        cur.execute(BOXES, {"scope": scope})
+        for ward, pid, xmin, ymin, xmax, ymax, area in cur:
+            if ward != commune:
+                flush()
+                commune, ids, boxes, areas = ward, [], [], []
+            ids.append(pid)
+            boxes.append((xmin, ymin, xmax, ymax))
+            areas.append(area)
+    flush()
+    return pairs
 
 
 def find_overlaps(conn, scope: str, delivery_id: int) -> int:
     """Recompute store.land_parcel_overlap for the current parcels of a province: candidate pairs
-    from the GiST index on the boxes (same survey commune), exact intersection areas with Shapely
-    for those only, in batches. Returns the number of overlapping pairs."""
+    from a spatial index of the boxes per survey commune (Shapely's STRtree; the province's boxes
+    stream in commune order, so memory holds one commune), then exact intersection areas with
+    Shapely for the candidates only. Returns the number of overlapping pairs."""
     import shapely
 
     conn.execute("delete from store.land_parcel_overlap where scope = %s", (scope,))
-    # the rows just merged are not in the statistics yet: without them the planner may take the
-    # self-join for a tiny table and probe it with a nested sequential scan (seen: minutes)
-    conn.execute("analyze store.land_parcel")
-    # the box index, not a hash join on the commune: hashing on the commune compares every pair of
-    # parcels of a commune (seen: 1M parcels, minutes). These two hold to the end of the
-    # transaction; they are set back below.
-    conn.execute("set local enable_hashjoin = off")
-    conn.execute("set local enable_mergejoin = off")
+    pairs = _candidates(conn, scope, delivery_id)
     found = []
-    with conn.cursor(name=f"overlap_candidates_{delivery_id}") as cur:
-        cur.itersize = BATCH
-        cur.execute(CANDIDATES, {"scope": scope})
-        while rows := cur.fetchmany(BATCH):
-            a = shapely.from_geojson(np.array([r[2] for r in rows], dtype=object))
-            b = shapely.from_geojson(np.array([r[3] for r in rows], dtype=object))
-            areas = geodesic_areas(shapely.intersection(a, b))
-            for r, area in zip(rows, areas):
-                if area > OVERLAP_MIN_M2 and area > OVERLAP_MIN_SHARE * float(min(r[4], r[5])):
-                    found.append((r[0], r[1], round(float(area), 2)))
-    conn.execute("set local enable_hashjoin = on")
-    conn.execute("set local enable_mergejoin = on")
+    for at in range(0, len(pairs), BATCH):
+        batch = pairs[at:at + BATCH]
+        wanted = sorted({p for pair in batch for p in pair})
+        rows = conn.execute("select parcel_id, geometry, computed_area_m2::float8 from core.land_parcel "
+                            "where parcel_id = any(%s)", (wanted,)).fetchall()
+        geometry = {pid: (g, a) for pid, g, a in rows}
+        a = shapely.from_geojson(np.array([geometry[p][0] for p, _ in batch], dtype=object))
+        b = shapely.from_geojson(np.array([geometry[q][0] for _, q in batch], dtype=object))
+        areas = geodesic_areas(shapely.intersection(a, b))
+        for (p, q), area in zip(batch, areas):
+            if area > OVERLAP_MIN_M2 and area > OVERLAP_MIN_SHARE * min(geometry[p][1], geometry[q][1]):
+                found.append((p, q, round(float(area), 2)))
     if found:
         with conn.cursor().copy("copy store.land_parcel_overlap (scope, parcel_id, other_parcel_id, overlap_m2, "
                                 "delivery_id) from stdin") as cp:

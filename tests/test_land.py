@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 from pyproj import Geod
@@ -295,14 +296,28 @@ def test_overlapping_parcels_are_a_finding_on_both(warehouse, db, inbox):
     assert db.execute("select count(*) from core.land_parcel_overlap").fetchone() == (0,)
 
 
-def test_overlaps_are_found_through_the_box_index(warehouse, db, inbox):
+def test_overlap_candidates_come_from_a_spatial_index_per_commune(monkeypatch):
+    import shapely
+
+    queried = []
+    real = shapely.STRtree.query
+    monkeypatch.setattr(shapely.STRtree, "query", lambda self, *a, **k: queried.append(1) or real(self, *a, **k))
+    boxes = np.array([[0, 0, 1e-4, 1e-4], [0.5e-4, 0, 1.5e-4, 1e-4], [1.5e-4, 0, 2.5e-4, 1e-4], [3e-4, 0, 4e-4, 1e-4],
+                      [3.999e-4, 0, 5e-4, 1e-4]])
+    pairs = list(land._commune_pairs(["a", "b", "c", "d", "e"], boxes, np.array([120.0] * 5)))
+    # a-b share half a box; b-c only touch; d-e share a sliver (1 cm wide: under 1 m2)
+    assert pairs == [("a", "b")] and queried == [1]
+
+
+def test_parcel_boxes_are_gist_indexed(warehouse, db, inbox):
     tddat(inbox, "TDDAT_01_20261120_001.csv", [parcel(no=str(i), geom=square(i % 40, i // 40)) for i in range(400)])
     db.execute("analyze store.land_parcel")
-    with db.transaction():  # as find_overlaps plans it: no hash or merge join on the commune
-        db.execute("set local enable_hashjoin = off")
-        db.execute("set local enable_mergejoin = off")
-        plan = json.dumps(db.execute("explain (format json) " + land.CANDIDATES, {"scope": "01"}).fetchone()[0])
-    assert "land_parcel_bbox" in plan and '"Nested Loop"' in plan, plan
+    query = "select parcel_id from core.land_parcel p join store.land_parcel s using (parcel_id) where s.bbox && %s::box"
+    area = f"({X0 + 2.5 * D},{Y0 + 0.5 * D}),({X0 + 1.5 * D},{Y0})"
+    plan = json.dumps(db.execute("explain (format json) select parcel_id from store.land_parcel where bbox && %s::box",
+                                 (area,)).fetchone()[0])
+    assert "land_parcel_bbox" in plan, plan
+    assert sorted(r[0] for r in db.execute(query, (area,))) == ["00004-12-1", "00004-12-2"]
 
 
 def test_a_rerun_changes_nothing_and_a_snapshot_removes_a_parcel(warehouse, db, inbox):
