@@ -11,7 +11,7 @@ Endpoints over registers that are not built yet (land) or are being added (enter
 
   enterprise   open_data.enterprise (core.enterprise without personal ID numbers), keyed by the
                DKKD contract's key
-  parcels      open_data.parcel, filtered on the TDDAT contract's ward column
+  parcels      open_data.land_parcel, filtered on its ward_code (the current ward)
   rights       api.rights_of(holder_type text, holder_id text): a security-definer function the
                land migration adds and grants to core_api ('person' or 'enterprise', the ID or code)
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 AUDIT = "corehub.audit"     # scope entry: what the access log records about the request
 CLIENT = "corehub.client"   # scope entry: the authenticated client
-PARCEL_ENTITY = "parcel"    # the land parcel feed's entity (TDDAT), when it exists
+PARCEL_ENTITY = "land_parcel"   # the land parcel feed's entity (TDDAT): open_data.land_parcel
 MAX_BODY = 16_384           # bytes; a verify request is a few hundred
 SUBJECT_KEYS = ("person_id", "code", "ward_code")
 

@@ -7,6 +7,10 @@ Cases, in one run on the same warehouse (a fresh `corehub_bench` database on it)
   weekly      next week's snapshot: 1% of persons changed, 0.5% removed, 0.5% new
   dkkd_floor, dkkd_first_load
               the same for a DKKD (enterprise register) snapshot of as many rows
+  land_floor  COPY of a TDDAT snapshot (CSV with WKT) of the same number of parcels
+  land_first_load  `corehub ingest` of that TDDAT snapshot: geometry read, checked and measured
+              with Shapely in batches, overlaps found through the box index (its own floor)
+  land_geojson     the same parcels as a GeoJSON FeatureCollection (streamed with ijson)
 Each prints one JSON line: seconds, ratio to the floor, rows per second, the client's peak RSS,
 and whether the receipt's counts were right (a fast wrong answer fails).
 """
@@ -131,6 +135,7 @@ def run(rows: int, province: str = "01", keep: bool = False) -> list[dict]:
                              stages=_stages(url, receipt)))
 
         results += _first_load_of("DKKD", rows, province, work, url, env)
+        results += run_land(url, env, rows, province, work)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -153,6 +158,33 @@ def _first_load_of(feed: str, rows: int, province: str, work: Path, url: str, en
     lines.append(_line(f"{case}_first_load", rows, seconds, floor, rss, ok, findings=receipt["findings"],
                        stages=_stages(url, receipt)))
     return lines
+
+
+def run_land(url: str, env: dict, rows: int, province: str, work: Path) -> list[dict]:
+    """The TDDAT cases: a province's parcels as CSV with WKT, then the same parcels as GeoJSON
+    (another province code, so that both are a first load); each against the CSV's bare COPY."""
+    from .generate import generate
+
+    results = []
+    started = time.monotonic()
+    csv_m = generate("TDDAT", rows, province, 0.0, work / "land", date=dt.date(2026, 11, 13), seed=3)
+    path = Path(csv_m["path"])
+    print(json.dumps({"case": "land_generate", "rows": rows, "seconds": round(time.monotonic() - started, 2),
+                      "bytes": path.stat().st_size}), flush=True)
+    floor = min(_floor(url, path, 7) for _ in range(2))
+    results.append(_line("land_floor", rows, floor, floor, None, True))
+    receipt, seconds, rss = _ingest(path, env)
+    ok = ((receipt["rows_read"], receipt["rows_loaded"], receipt["changes"]["new"], receipt["findings"])
+          == (rows, rows, rows, csv_m["findings"]))
+    results.append(_line("land_first_load", rows, seconds, floor, rss, ok, stages=_stages(url, receipt)))
+    other = "79" if province != "79" else "01"
+    geo_m = generate("TDDAT", rows, other, 0.0, work / "land", date=dt.date(2026, 11, 13), seed=3,
+                     file_type="geojson")
+    receipt, seconds, rss = _ingest(Path(geo_m["path"]), env)
+    ok = (receipt["rows_read"], receipt["rows_loaded"], receipt["findings"]) == (rows, rows, geo_m["findings"])
+    results.append(_line("land_geojson", rows, seconds, floor, rss, ok, stages=_stages(url, receipt),
+                         bytes=Path(geo_m["path"]).stat().st_size))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

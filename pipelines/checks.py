@@ -140,6 +140,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         joins.append(f"left join {c.rule.lookup} {j} on {j}.code = {c.rule.lookup_key.format(v='t.c_' + c.to)}{extra}")
         level3.append(f"{_value_sql(c, contract, 't.c_' + c.to, j, d)} as {c.to}")
         level3.append(f"{_invalid_sql(c, contract, 't.c_' + c.to, j, d)} as bad_{c.to}")
+        for suffix, expr, _ in c.rule.extras:   # e.g. a survey-time ward's current ward, from the same join
+            level3.append(f"{expr.format(v='t.c_' + c.to, j=j, d=d)} as {c.to}{suffix}")
 
     # rule columns, one per reason code
     by_code: dict[str, list[str]] = {}
@@ -162,7 +164,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
                  for code, parts in by_code.items()]
 
     key_cols = _key_columns(contract, constants)
-    key_shown = " || ' ' || ".join(f"{sql_literal(c.source + '=')} || c_{c.to}" for c in key_cols)
+    key_shown = " || ' ' || ".join(f"{sql_literal(c.source + '=')} || coalesce(c_{c.to}, '')" for c in key_cols)
     rule_names = [f"rule_{code}" for code in by_code] + ["rule_duplicate_key"]
     failed = " or ".join(f"{name} is not null" for name in rule_names)
 
@@ -231,8 +233,9 @@ def repeated_sql(contract: Contract, raw_table: str, table: str, present: set[st
     """Keys sent more than once: whether their rows differ (every row rejected) or are copies
     (the first one counts). Found on the raw rows, before anything else looks at them."""
     key = _raw_key(contract, constants, present)
+    # a key column with a default (GCN's holder ids: '' when absent) is part of the key even when empty
     key_present = " and ".join(f"{clean('s.' + stage_column(c)) if c.source in present else 'null'} is not null"
-                               for c in _key_columns(contract, constants))
+                               for c in _key_columns(contract, constants) if c.default is None) or "true"
     row_hash = raw_hash_sql(contract, present)
     return f"""
 create unlogged table {table} as

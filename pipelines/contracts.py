@@ -66,6 +66,8 @@ class Contract:
     enrich: dict = field(default_factory=dict)     # join: SQL joined to the accepted row `a`; columns: stored column -> SQL
     effects: tuple[dict, ...] = ()                 # merges into other entities after this feed's
     ignore_in_hash: tuple[str, ...] = ()           # stored columns whose change alone is no new version
+    after_merge: str | None = None                 # "module:function" run after the merge (land overlaps)
+    after: tuple[str, ...] = ()                    # feeds whose deliveries are run first (GCN after TDDAT)
     path: Path | None = None
 
     @property
@@ -113,7 +115,8 @@ def parse(data: dict, path: Path | None = None) -> Contract:
             publish=tuple(data["publish"]), code_lists=data.get("code_lists") or {},
             findings=tuple(data.get("findings") or ()), derived=data.get("derived") or {},
             enrich=data.get("enrich") or {}, effects=tuple(data.get("effects") or ()),
-            ignore_in_hash=tuple(data.get("ignore_in_hash") or ()), path=path)
+            ignore_in_hash=tuple(data.get("ignore_in_hash") or ()), after_merge=data.get("after_merge"),
+            after=tuple(f.upper() for f in data.get("after") or ()), path=path)
     except KeyError as exc:
         raise ContractError(f"{path}: missing {exc.args[0]}") from None
     if contract.mode not in MODES:
@@ -126,11 +129,18 @@ def parse(data: dict, path: Path | None = None) -> Contract:
 
 @lru_cache(maxsize=None)
 def all_contracts() -> dict[str, Contract]:
-    """Every feed's contract, keyed by feed name."""
-    out = {}
+    """Every feed's contract, keyed by feed name, in the order their deliveries are run: by file
+    name, except that a feed comes after the feeds its contract names in `after`."""
+    found = {}
     for path in sorted(SCHEMAS_DIR.glob("*.yaml")):
         contract = parse(yaml.safe_load(path.read_text(encoding="utf-8")), path)
-        out[contract.feed] = contract
+        found[contract.feed] = contract
+    out: dict[str, Contract] = {}
+    while len(out) < len(found):
+        ready = [f for f, c in found.items() if f not in out and all(a in out or a not in found for a in c.after)]
+        if not ready:
+            raise ContractError(f"the contracts' `after` lists form a cycle: {sorted(set(found) - set(out))}")
+        out[ready[0]] = found[ready[0]]
     return out
 
 

@@ -225,10 +225,16 @@ def _delimiter(header_line: str) -> str:
     return best
 
 
-def open_delivery(path: Path, ext: str, contract=None) -> tuple[TextFormat, Iterator[bytes]]:
+def open_delivery(path: Path, ext: str, contract=None, encoding: str | None = None) -> tuple[TextFormat, Iterator[bytes]]:
     """The format and the data pieces of a delivery, whatever its file type: a CSV file, or the
-    first sheet of an Excel workbook (.xlsx) turned into the same CSV text (pipelines.workbook).
-    contract: the feed's, to find a workbook's header row and what each of its columns holds."""
+    first sheet of an Excel workbook (.xlsx) turned into the same CSV text (pipelines.workbook),
+    or land parcels (GeoJSON, or CSV with WKT) with their geometry checked (pipelines.land).
+    contract: the feed's, to find a workbook's header row and what each of its columns holds.
+    encoding: read a text file in this encoding instead of sniffing it."""
+    if contract is not None and any(c.type == "geometry_error" for c in contract.columns):
+        from .land import open_parcels
+
+        return open_parcels(path, ext, contract, encoding)
     if ext == "xlsx":
         from .workbook import open_workbook
 
@@ -241,4 +247,4 @@ def open_delivery(path: Path, ext: str, contract=None) -> tuple[TextFormat, Iter
         with zipfile.ZipFile(path) as z:
             if any(n.startswith("xl/") for n in z.namelist()):
                 raise Rejection(f"the file is an Excel workbook named .{ext}: deliver it named .xlsx")
-    return open_text(path)
+    return open_text(path, encoding)

@@ -23,6 +23,11 @@ SAMPLES = [
     ("DKKD", "01", 1200, 0.02, dict(people_from=("CUTRU", "01"))),
     ("DKKD", "79", 600, 0.02, dict(file_type="xlsx", people_from=("CUTRU", "79"),
                                    title_row="DANH SÁCH DOANH NGHIỆP VÀ ĐƠN VỊ PHỤ THUỘC - TP. HỒ CHÍ MINH")),
+    # the land register: parcels as CSV with WKT and as GeoJSON, then certificates on the CSV's parcels
+    # (GCN's k-th certificate is on the k-th parcel of the province's generated register)
+    ("TDDAT", "01", 2500, 0.02, dict(crlf=True)),
+    ("TDDAT", "79", 1000, 0.02, dict(file_type="geojson")),
+    ("GCN", "01", 1500, 0.02, dict(people_from=("CUTRU", "01"))),
 ]
 DELIVERY_DATE = dt.date(2026, 11, 20)
 

@@ -50,6 +50,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import operator
 import os
 import random
@@ -1377,6 +1378,385 @@ def _repack_zip(path: Path, stamp: dt.datetime) -> None:
     os.replace(tmp, path)
 
 
+# ===================================================================== TDDAT: land parcels
+
+TDDAT_COLUMNS = ("MA_XA", "SO_TO", "SO_THUA", "DIEN_TICH", "MUC_DICH", "DIA_CHI", "HINH_THE")
+T_WARD, T_SHEET, T_NO, T_AREA, T_USE, T_ADDR, T_GEOM = range(7)
+LAND_USES = [("ONT", 40), ("ODT", 20), ("LUC", 10), ("CLN", 8), ("ONT+CLN", 8), ("BHK", 4), ("NTS", 3),
+             ("TMD", 2), ("SKC", 2), ("LUK+NTS", 1), ("DGT", 1), ("HNK", 1)]
+CELL = 0.0002            # a parcel's grid cell in degrees (about 21 m x 22 m)
+MARGIN = 0.00001         # parcels keep this far inside their cell: neighbours never touch
+PER_ROW, ROWS_PER_SHEET = 40, 25
+EARTH_R = 6_371_007.2    # authalic radius: the spherical area is within a fraction of a percent of the geodesic
+
+
+def parcel_key(communes: tuple[str, ...], k: int) -> tuple[str, str, str]:
+    """(MA_XA, SO_TO, SO_THUA) of the k-th parcel of a province's generated land register: parcels
+    go round the survey communes, 1,000 to a map sheet. GCN deliveries refer to these."""
+    n = len(communes)
+    idx = k // n
+    return communes[k % n], str(idx // (PER_ROW * ROWS_PER_SHEET) + 1), str(idx % (PER_ROW * ROWS_PER_SHEET) + 1)
+
+
+def survey_communes(province: str) -> tuple[str, ...]:
+    """The province's pre-2025 communes (the cadastral surveys' codes), in a fixed order."""
+    return tuple(sorted({code for code, _ in _refs(province).legacy_wards}))
+
+
+class _Tddat:
+    """TDDAT: the land register of one province, as CSV with WKT or as a GeoJSON FeatureCollection
+    (file_type). Parcels are rectangles (some with a fifth vertex, some MultiPolygons of two) on a
+    grid per survey commune, never touching; the k-th row is parcel_key(k). DIEN_TICH agrees with
+    the geometry within 1% unless an area_mismatch is planted (25% off).
+
+    Findings are counted on rows without a defect: `area_mismatch`, and `parcel_overlap` (a parcel
+    moved half a cell onto its valid left neighbour: the finding on both)."""
+
+    columns = TDDAT_COLUMNS
+    codes = ("missing_required", "unknown_admin_unit", "invalid_parcel_ref", "invalid_number", "invalid_code",
+             "invalid_geometry", "duplicate_key")
+    MISMATCH_SHARE = 0.01
+    OVERLAP_SHARE = 0.005
+    MULTI_SHARE = 0.02
+
+    def __init__(self, g: _Gen, **_):
+        self.g = g
+        self.geojson = isinstance(g.out, _GeojsonOut)
+        self.communes = survey_communes(g.province)
+        self.origin = {c: (102.6 + (i % 60) * 0.1, 8.7 + (i // 60 % 140) * 0.1) for i, c in enumerate(self.communes)}
+        self.k = 0
+        self.odd = 0                       # a counter for defect keys that can never collide
+        self.left_ok: dict[str, bool] = {}  # per commune: its previous parcel is loaded where it belongs
+        self.uses = _pool(g.rng, LAND_USES, 1024)
+        self.findings = {"area_mismatch": 0, "parcel_overlap": 0}
+        self.dup: list | None = None
+
+    def _rect(self, x0, y0, x1, y1, bump=False) -> list[tuple[float, float]]:
+        ring = [(x0, y0), (x1, y0), (x1, y1)]
+        if bump:   # a fifth vertex, just above the top edge (inside the margin)
+            ring.append(((x0 + x1) / 2, y1 + MARGIN / 2))
+        return ring + [(x0, y1), (x0, y0)]
+
+    def _geometry(self, polygons: list[list[tuple[float, float]]]) -> str:
+        if self.geojson:
+            coords = [[[[round(x, 7), round(y, 7)] for x, y in ring]] for ring in polygons]
+            if len(coords) == 1:
+                return '{"type":"Polygon","coordinates":' + json.dumps(coords[0], separators=(",", ":")) + "}"
+            return '{"type":"MultiPolygon","coordinates":' + json.dumps(coords, separators=(",", ":")) + "}"
+        rings = ["((" + ", ".join(f"{x:.7f} {y:.7f}" for x, y in ring) + "))" for ring in polygons]
+        return self.g.out.quote(f"POLYGON {rings[0]}" if len(rings) == 1 else "MULTIPOLYGON (" + ", ".join(rings) + ")")
+
+    @staticmethod
+    def _area(ring: list[tuple[float, float]]) -> float:
+        """Spherical area of a lon/lat ring (shoelace in x = R lon cos-free, y = R sin lat): equal-area."""
+        s = 0.0
+        for (x0, y0), (x1, y1) in zip(ring, ring[1:]):
+            s += math.radians(x0) * math.sin(math.radians(y1)) - math.radians(x1) * math.sin(math.radians(y0))
+        return abs(s) / 2 * EARTH_R ** 2
+
+    def _area_text(self, area: float) -> str:
+        g = self.g
+        text = f"{area:.1f}".replace(".", ",")
+        if area >= 1000 and g.quirks and g.rng.random() < 0.5:
+            whole, frac = text.split(",")
+            text = f"{int(whole):,}".replace(",", ".") + "," + frac
+        return g.out.quote(text)
+
+    @staticmethod
+    def _area_value(text: str) -> float:
+        return float(text.strip('"').replace(".", "").replace(",", "."))
+
+    def __call__(self, defect: str | None) -> list:
+        g = self.g
+        r = g.rng.random
+        if defect == "dup2":
+            row = list(self.dup)
+            row[T_AREA] = self._area_text(self._area_value(row[T_AREA]) + 7)
+            return row
+        k = self.k
+        self.k += 1
+        ward, sheet, no = parcel_key(self.communes, k)
+        idx = k // len(self.communes)
+        p = idx % (PER_ROW * ROWS_PER_SHEET)
+        col, line = p % PER_ROW, p // PER_ROW
+        ox, oy = self.origin[ward]
+        x0 = ox + col * CELL + MARGIN
+        y0 = oy + (int(sheet) - 1) * (ROWS_PER_SHEET + 1) * CELL + line * CELL + MARGIN
+        x1, y1 = x0 + CELL - 2 * MARGIN, y0 + CELL - 2 * MARGIN
+        shift = (defect is None and col > 0 and self.left_ok.get(ward, False) and r() < self.OVERLAP_SHARE * 2)
+        if shift:
+            x0, x1 = x0 - CELL / 2, x1 - CELL / 2
+        if r() < self.MULTI_SHARE and not shift:
+            mid = (x0 + x1) / 2
+            polygons = [self._rect(x0, y0, mid - MARGIN, y1), self._rect(mid + MARGIN, y0, x1, y1)]
+        else:
+            polygons = [self._rect(x0, y0, x1, y1, bump=r() < 0.3)]
+        area = sum(self._area(ring) for ring in polygons)
+        mismatch = defect is None and r() < self.MISMATCH_SHARE
+        use = self.uses[int(r() * 1024)]
+        if g.quirks and r() < 0.05:
+            use = use.lower() if r() < 0.5 else use.replace("+", " + ")
+        row = [f" {ward} " if g.quirks and r() < 0.02 else ward, sheet, no,
+               self._area_text(area * (1.25 if mismatch else 1.0)), use,
+               g.addresses[int(r() * 16384)], self._geometry(polygons)]
+        if defect:
+            self.left_ok[ward] = False
+            self._inject(defect, row, polygons)
+            return row
+        self.left_ok[ward] = not shift
+        if shift:
+            self.findings["parcel_overlap"] += 2
+        if mismatch:
+            self.findings["area_mismatch"] += 1
+        return row
+
+    def _inject(self, code: str, row: list, polygons) -> None:
+        g = self.g
+        d = g.drng
+        self.odd += 1
+        odd_no = str(90000 + self.odd % 10000)           # real parcels are numbered 1..1000 per sheet
+        odd_sheet = str(self.odd // 10000 % 9999 + 1)
+        if code == "dup1":
+            self.dup = list(row)
+        elif code == "missing_required":                 # never the key
+            at = (T_AREA, T_USE, T_GEOM)[d.randrange(3)]
+            row[at] = "" if at == T_GEOM else ("", "NULL", "  ")[d.randrange(3)]
+        elif code == "unknown_admin_unit":
+            row[T_WARD], row[T_SHEET], row[T_NO] = g.bad_ward(), odd_sheet, odd_no
+        elif code == "invalid_parcel_ref":
+            row[T_SHEET], row[T_NO] = (odd_sheet, f"{odd_no}A") if d.random() < 0.5 else (f"T{odd_sheet}", odd_no)
+        elif code == "invalid_number":
+            area = self._area_value(row[T_AREA])
+            row[T_AREA] = g.out.quote(d.choice([f"{area:.1f}", f"{area:.0f} m2", "-50", "0", "khoảng 300", "1,2,3"]))
+        elif code == "invalid_code":
+            row[T_USE] = g.out.quote(d.choice(["ONT+XYZ", "ONT+ONT", "ONT,CLN", "Đất ở", "ONT/CLN", "OTN"]))
+        elif code == "invalid_geometry":
+            (x0, y0), (x1, _), (_, y1) = polygons[0][0], polygons[0][1], polygons[0][2]
+            v = d.randrange(4)
+            if v == 0:      # a bow tie: its corners in the wrong order
+                row[T_GEOM] = self._geometry([[(x0, y0), (x1, y1), (x1, y0), (x0, y1), (x0, y0)]])
+            elif v == 1:    # projected VN-2000 metres instead of longitude/latitude
+                row[T_GEOM] = self._geometry([self._rect(587000.0, 2325000.0, 587020.0, 2325020.0)])
+            elif v == 2:    # a point
+                row[T_GEOM] = (f'{{"type":"Point","coordinates":[{x0:.7f},{y0:.7f}]}}' if self.geojson
+                               else f"POINT ({x0:.7f} {y0:.7f})")
+            else:           # a ring of two points
+                row[T_GEOM] = (f'{{"type":"Polygon","coordinates":[[[{x0:.7f},{y0:.7f}],[{x0:.7f},{y0:.7f}]]]}}'
+                               if self.geojson else g.out.quote(f"POLYGON (({x0:.7f} {y0:.7f}, {x1:.7f} {y1:.7f}))"))
+        else:
+            raise ValueError(code)
+
+
+class _GeojsonOut:
+    """A TDDAT delivery as a GeoJSON FeatureCollection: each 'line' is one feature, its properties
+    the header's names (in the header's order and spelling), HINH_THE its geometry."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.part = path.with_name(f".{path.name}.part")
+        self.fh = open(self.part, "w", encoding="utf-8", newline="", buffering=1 << 20)
+        self.fh.write('{"type":"FeatureCollection","name":"TDDAT","features":[\n')
+        self.header: list[str] = []
+        self.nl = "\n"
+        self.first = True
+
+    def line(self, values) -> str:
+        self.header = list(values)
+        self.geom_at = [h.strip().upper() for h in self.header].index("HINH_THE")
+        return ""                      # the header is no feature
+
+    def quote(self, value: str) -> str:
+        return value
+
+    def join(self, values) -> str:
+        props = ",".join(f"{json.dumps(h, ensure_ascii=False)}:{json.dumps(v, ensure_ascii=False)}"
+                         for i, (h, v) in enumerate(zip(self.header, values)) if i != self.geom_at)
+        geom = values[self.geom_at] or "null"
+        return '{"type":"Feature","properties":{' + props + '},"geometry":' + geom + "}"
+
+    def write_lines(self, lines: list[str]) -> None:
+        lines = [x for x in lines if x]
+        if lines:
+            self.fh.write(("" if self.first else ",\n") + ",\n".join(lines))
+            self.first = False
+
+    def write(self, text: str) -> None:
+        pass                           # no blank lines in JSON
+
+    def close(self, complete: bool) -> None:
+        if complete:
+            self.fh.write("\n]}\n")
+        self.fh.close()
+        if complete:
+            os.replace(self.part, self.path)
+        else:
+            self.part.unlink(missing_ok=True)
+
+
+# ===================================================================== GCN: certificates and holders
+
+GCN_COLUMNS = ("SO_PHAT_HANH", "SO_VAO_SO", "NGAY_CAP", "MA_XA", "SO_TO", "SO_THUA", "LOAI_CHU",
+               "SO_DINH_DANH_CHU", "MA_SO_DN_CHU", "HO_TEN_CHU", "TY_LE", "TINH_TRANG")
+(G_SERIAL, G_ENTRY, G_DATE, G_WARD, G_SHEET, G_NO, G_KIND, G_PID, G_ENT, G_NAME, G_SHARE,
+ G_STATUS) = range(12)
+CERT_STATUSES = [("Hiệu lực", 90), ("Đã thu hồi", 5), ("Đã chuyển nhượng", 5)]
+SERIAL_LETTERS = ("CS", "CT", "CH", "BK", "BA", "AD")
+
+
+class _Gcn:
+    """GCN: land-use right certificates of one province, one row per (certificate, holder). The
+    k-th certificate is on parcel_key(k) of the province's generated land register (deliver that
+    TDDAT, defect-free and with at least as many rows, first). 80% of certificates have one holder,
+    15% two (50 + 50), 5% three (40 + 30 + 30); a tenth of holders are organisations. Holders come
+    from person_ids / enterprise_codes when given (the core's), else they are fresh (unresolved).
+
+    A defect row is a certificate of its own with one holder, so a planted defect never leaves a
+    co-holder behind. Findings (rows without a defect): unresolved_person, unresolved_enterprise,
+    share_mismatch (a two-holder certificate with 60 + 30: both rows)."""
+
+    columns = GCN_COLUMNS
+    codes = ("missing_required", "invalid_serial", "invalid_date", "invalid_code", "invalid_personal_id",
+             "invalid_tax_code", "invalid_number", "unknown_parcel", "duplicate_key")
+    MISMATCH_SHARE = 0.02       # of two-holder certificates
+    KNOWN_SHARE = 0.8
+
+    def __init__(self, g: _Gen, person_ids=None, enterprise_codes=None, seq: int = 1, **_):
+        self.g = g
+        g.ids.mode = "civil"
+        g.ids.start = f"GCN:{g.date}:{seq}"
+        self.communes = survey_communes(g.province)
+        self.k = 0
+        self.pending: list[list] = []
+        self.known_people = [p if isinstance(p, str) else p[0] for p in person_ids or ()]
+        self.known_people = [p for p in self.known_people if is_valid_personal_id(p)]
+        self.known_set = set(self.known_people)
+        self.known_ents = [c for c in enterprise_codes or () if is_valid_tax_code(c)]
+        self.ent_set = set(self.known_ents)
+        self.fresh_ent = zlib.crc32(f"GCN:{g.province}:{seq}".encode()) % 10**6
+        self.statuses = _pool(g.rng, CERT_STATUSES, 1024)
+        self.findings = {"unresolved_person": 0, "unresolved_enterprise": 0, "share_mismatch": 0}
+        self.first_day = (dt.date(1995, 1, 1) - BASE_DATE).days
+        self.dup: list | None = None
+
+    def _serial(self) -> str:
+        c = self.k
+        return f"{SERIAL_LETTERS[c // 1_000_000 % len(SERIAL_LETTERS)]} {c % 1_000_000:06d}"
+
+    def _enterprise(self) -> str:
+        if self.known_ents and self.g.rng.random() < self.KNOWN_SHARE:
+            return self.known_ents[int(self.g.rng.random() * len(self.known_ents))]
+        while True:
+            self.fresh_ent += 1
+            first9 = f"{self.g.province}{self.fresh_ent % 10**7:07d}"
+            check = tax_check_digit(first9)
+            if check and first9[2:] != "0000000":
+                return first9 + check
+
+    def _holder(self, org: bool, taken: set[str]) -> tuple[str, str, str, str]:
+        """(LOAI_CHU, SO_DINH_DANH_CHU, MA_SO_DN_CHU, HO_TEN_CHU), not one of `taken`."""
+        g = self.g
+        r = g.rng.random
+        while True:
+            if org:
+                code = self._enterprise()
+                name = f"Công ty TNHH {BRANDS[int(r() * len(BRANDS))]}"
+                holder = ("TC" if not g.quirks or r() < 0.9 else "tc", "", code, name)
+            else:
+                female = 1 if r() < 0.5 else 0
+                if self.known_people and r() < self.KNOWN_SHARE:
+                    pid = self.known_people[int(r() * len(self.known_people))]
+                else:
+                    pid = g.new_id_year(g.date.year - 25 - int(r() * 50), female)
+                name = g.name(female)
+                holder = ("CN", pid, "", name.upper() if g.quirks and r() < 0.2 else name)
+            if (holder[1] or holder[2]) not in taken:
+                taken.add(holder[1] or holder[2])
+                return holder
+
+    def _certificate(self, holders: int) -> list[list]:
+        g = self.g
+        r = g.rng.random
+        ward, sheet, no = parcel_key(self.communes, self.k)
+        serial = self._serial()
+        self.k += 1
+        day = self.first_day + int((g.today - self.first_day) * r())
+        status = self.statuses[int(r() * 1024)]
+        if g.quirks and r() < 0.05:
+            status = status.upper()
+        entry = f"CH{self.k:06d}" if r() < 0.7 else ""
+        mismatch = holders == 2 and r() < self.MISMATCH_SHARE
+        shares = {1: [("" if r() < 0.5 else "100")], 2: ["60", "30"] if mismatch else ["50", "50,0"],
+                  3: ["40", "30", "30"]}[holders]
+        taken: set[str] = set()
+        rows = []
+        for i in range(holders):
+            kind, pid, ent, name = self._holder(r() < 0.1, taken)
+            rows.append([serial, entry, g.DAYS[day], ward, sheet, no, kind, pid, ent, g.out.quote(name),
+                         g.out.quote(shares[i]), status])
+        return rows
+
+    def __call__(self, defect: str | None) -> list:
+        g = self.g
+        if defect == "dup2":
+            row = list(self.dup)
+            row[G_NAME] = g.out.quote(_nfc(row[G_NAME]).strip('"') + " Bis")
+            return row
+        if defect:
+            row = self._certificate(1)[0]
+            self._inject(defect, row)
+            return row
+        if not self.pending:
+            x = g.rng.random()
+            holders = 1 if x < 0.8 else 2 if x < 0.95 else 3
+            # only as many co-holders as rows remain for them (defects come between, on their own)
+            if holders > getattr(g, "clean_rows_left", holders):
+                holders = 1
+            self.pending = self._certificate(holders)
+            shares = [s.strip('"').replace(",", ".") for s in (row[G_SHARE] for row in self.pending)]
+            if any(shares) and abs(sum(float(s or 0) for s in shares) - 100) > 1e-9:
+                self.findings["share_mismatch"] += len(self.pending)
+        row = self.pending.pop(0)
+        if row[G_KIND].upper() == "CN" and row[G_PID] not in self.known_set:
+            self.findings["unresolved_person"] += 1
+        if row[G_KIND].upper() == "TC" and row[G_ENT] not in self.ent_set:
+            self.findings["unresolved_enterprise"] += 1
+        return row
+
+    def _inject(self, code: str, row: list) -> None:
+        g = self.g
+        d = g.drng
+        if code == "dup1":
+            self.dup = list(row)
+        elif code == "missing_required":        # never the serial nor the holder's id (the key)
+            row[(G_NAME, G_STATUS, G_KIND, G_DATE)[d.randrange(4)]] = ("", "NULL", "  ")[d.randrange(3)]
+        elif code == "invalid_serial":
+            s = row[G_SERIAL]
+            row[G_SERIAL] = d.choice([s.replace(" ", ""), s.lower(), s.replace(" ", "-"), s[:2] + " " + s[4:]])
+        elif code == "invalid_date":
+            y = row[G_DATE][6:]
+            row[G_DATE] = d.choice([f"31/02/{y}", f"32/01/{y}", f"15/13/{y}", y, "không rõ"])
+        elif code == "invalid_code":
+            if d.random() < 0.5:
+                row[G_KIND] = d.choice(["HGD", "CA NHAN", "1", "TO CHUC"])
+            else:
+                row[G_STATUS] = d.choice(["Còn hiệu lực", "Hủy", "Thế chấp"])
+        elif code == "invalid_personal_id":
+            female = d.randrange(2)
+            pid = g.new_id_year(g.date.year - 40, female)
+            row[G_KIND], row[G_ENT] = "CN", ""
+            row[G_PID] = g.bad_personal_id(pid, g.date.year - 40, female)
+        elif code == "invalid_tax_code":
+            code10 = self._enterprise()
+            row[G_KIND], row[G_PID] = "TC", ""
+            row[G_ENT] = code10[:9] + str((int(code10[9]) + 1 + d.randrange(9)) % 10)
+        elif code == "invalid_number":
+            row[G_SHARE] = g.out.quote(d.choice(["50%", "1/2", "150", "0", "một nửa", "33.5"]))
+        elif code == "unknown_parcel":
+            row[G_NO] = str(90000 + d.randrange(10000))
+        else:
+            raise ValueError(code)
+
+
 @dataclass(frozen=True)
 class Feed:
     name: str
@@ -1385,11 +1765,13 @@ class Feed:
     maker: Callable              # maker(gen, **options) -> row function (or object with .row)
 
 
-# One entry per feed; TDDAT and GCN will be one more maker each.
+# One entry per feed.
 FEEDS: dict[str, Feed] = {
     "CUTRU": Feed("CUTRU", _Cutru.columns, _Cutru.codes, _Cutru),
     "HOTICH": Feed("HOTICH", _Hotich.columns, _Hotich.codes, _Hotich),
     "DKKD": Feed("DKKD", _Dkkd.columns, _Dkkd.codes, _Dkkd),
+    "TDDAT": Feed("TDDAT", _Tddat.columns, _Tddat.codes, _Tddat),
+    "GCN": Feed("GCN", _Gcn.columns, _Gcn.codes, _Gcn),
 }
 
 
@@ -1421,7 +1803,7 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
              date: dt.date | None = None, seq: int = 1, seed: int = 0, encoding: str = "utf-8",
              quirks: bool = True, crlf: bool = False, trailing_blank_lines: int = 0,
              repeat_header_at: int | None = None, person_ids=None, manifest: bool = False,
-             file_type: str = "csv", title_row: str | None = None) -> dict:
+             file_type: str = "csv", title_row: str | None = None, enterprise_codes=None) -> dict:
     """Write one delivery file into out_dir and return its manifest (see the module doc).
 
     rows: data rows written (a repeated header line is not one); defect_rate: share of rows that
@@ -1433,8 +1815,10 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
     in core.person); manifest=True also writes <file name>.manifest.json next to the file.
     file_type: csv, or xlsx (an Excel workbook written by openpyxl in write-only mode; see
     _XlsxOut; encoding and crlf do not apply); title_row: an xlsx's title, written on row 1 above
-    an empty row and the header. A feed whose rows can carry findings (DKKD) adds "findings" to
-    the manifest: rows without a defect that the pipeline loads with a finding."""
+    an empty row and the header; or geojson (TDDAT only: a FeatureCollection, see _GeojsonOut).
+    enterprise_codes (GCN): enterprise codes in core.enterprise, for organisation holders. A feed
+    whose rows can carry findings (DKKD, TDDAT, GCN) adds "findings" to the manifest: rows without
+    a defect that the pipeline loads with a finding."""
     feed = feed.upper()
     if feed not in FEEDS:
         raise ValueError(f"unknown feed {feed!r}; known: {', '.join(FEEDS)}")
@@ -1442,8 +1826,11 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
         raise ValueError("rows must be >= 0 and defect_rate between 0 and 1")
     spec = FEEDS[feed]
     date = date or DEFAULT_DATE
-    if file_type not in ("csv", "xlsx"):
-        raise ValueError("file_type must be csv or xlsx")
+    if file_type not in ("csv", "xlsx", "geojson"):
+        raise ValueError("file_type must be csv, xlsx or geojson")
+    if file_type == "geojson" and (feed != "TDDAT" or encoding != "utf-8" or crlf or repeat_header_at is not None
+                                   or trailing_blank_lines):
+        raise ValueError("geojson is for TDDAT, UTF-8, without CSV line quirks")
     if file_type == "xlsx" and (encoding != "utf-8" or crlf):
         raise ValueError("an .xlsx delivery has no text encoding or line ends to choose")
     if title_row is not None and file_type != "xlsx":
@@ -1453,11 +1840,12 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / delivery_name(feed, province, date, seq, file_type)
 
-    out = _Out(path, encoding, crlf) if file_type == "csv" else _XlsxOut(path, feed, title_row, date, seed)
+    out = (_Out(path, encoding, crlf) if file_type == "csv" else _GeojsonOut(path) if file_type == "geojson"
+           else _XlsxOut(path, feed, title_row, date, seed))
     complete = False
     try:
         g = _Gen(province, date, seed, quirks, encoding, out)
-        maker = spec.maker(g, person_ids=person_ids, seq=seq)
+        maker = spec.maker(g, person_ids=person_ids, seq=seq, enterprise_codes=enterprise_codes)
         make = getattr(maker, "row", maker)   # the row function
 
         hrng = random.Random(f"header:{seed}")
@@ -1491,6 +1879,7 @@ def generate(feed: str, rows: int, province: str, defect_rate: float, out_dir, *
                 counts[key] = counts.get(key, 0) + 1
                 append(join(reorder(make(code))))
             else:
+                g.clean_rows_left = rows - i - left     # co-holders of a certificate fit in what is left
                 append(join(reorder(make(None))))
             if not i & 4095:
                 out.write_lines(lines)
@@ -1808,11 +2197,12 @@ def main(argv=None) -> None:
     p.add_argument("--manifest", action="store_true")
     p.add_argument("--xlsx", action="store_true", help="write an Excel workbook instead of a CSV file")
     p.add_argument("--title-row", default=None, help="(--xlsx) a title on row 1, above the header")
+    p.add_argument("--geojson", action="store_true", help="(TDDAT) write a GeoJSON FeatureCollection")
     a = p.parse_args(argv)
     t = time.perf_counter()
     res = generate(a.feed, a.rows, a.province, a.defect_rate, a.out_dir, date=a.date, seq=a.seq,
                    seed=a.seed, encoding=a.encoding, quirks=not a.no_quirks, crlf=a.crlf, manifest=a.manifest,
-                   file_type="xlsx" if a.xlsx else "csv", title_row=a.title_row)
+                   file_type="xlsx" if a.xlsx else "geojson" if a.geojson else "csv", title_row=a.title_row)
     secs = time.perf_counter() - t
     res.update(seconds=round(secs, 2), rows_per_second=round(a.rows / secs) if secs else None,
                bytes=Path(res["path"]).stat().st_size)

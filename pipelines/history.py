@@ -86,8 +86,9 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         where h.version_id is null or h.content_hash <> {hash_sql(cols, target, 'a')} or h.scope <> a._scope""")
     if snapshot_scope is not None:
         keep = ""  # anti-joins, not NOT IN: these lists can hold millions
-        if keep_keys:
-            keep += f" and not exists (select 1 from ({keep_keys}) q (k) where q.k = h.{target.key[0]}::text)"
+        if keep_keys:  # keys as the checked pass writes them: columns as text joined by |
+            key_text = " || '|' || ".join(f"coalesce(h.{k}::text, '')" for k in target.key)
+            keep += f" and not exists (select 1 from ({keep_keys}) q (k) where q.k = {key_text})"
         if known_versions:
             keep += f" and not exists (select 1 from ({known_versions}) kv (v) where kv.v = h.version_id)"
         conn.execute(f"""

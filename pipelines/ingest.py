@@ -202,7 +202,7 @@ class Run:
                 present = self._stage(fmt, pieces)
             except decode.NotUtf8:  # past its first 64 KiB the file was not UTF-8 after all
                 self.conn.execute(f"drop table {self.raw}")
-                fmt, pieces = decode.open_text(self.archived.path, "cp1258")
+                fmt, pieces = decode.open_delivery(self.archived.path, self.name.ext, self.contract, "cp1258")
                 present = self._stage(fmt, pieces)
         with self.timer("check"):
             self._check(present)
@@ -363,6 +363,7 @@ class Run:
                     keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None,
                     known_versions=f"select version_id from {self.known}" if self._exists(self.known) else None)
                 self._effects()
+                self._after_merge()
                 resolved = self._resolve(snapshot)
             pause_at("merge")
             findings = self._findings()
@@ -434,6 +435,15 @@ class Run:
             history.merge(self.conn, history.Target(effect["entity"], tuple(effect["key"]), owner.ignore_in_hash),
                           table, self.delivery_id)
             self.conn.execute(f"drop table {table}")
+
+    def _after_merge(self) -> None:
+        """The contract's own step after its merge, before findings are counted (e.g. land overlaps)."""
+        if self.contract.after_merge:
+            import importlib
+
+            module, _, function = self.contract.after_merge.partition(":")
+            getattr(importlib.import_module(module), function)(self.conn, self.contract, self.name.province,
+                                                               self.delivery_id)
 
     def _findings(self) -> dict:
         out = {}

@@ -106,3 +106,46 @@ def code_list_sql(v: str, code_list: dict) -> str:
 
 def sql_literal(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
+
+# The land register (TDDAT parcels, GCN certificates); their SQL functions are in sql/012_land_rules.sql.
+# The GEOM_* columns are not on the wire: pipelines.land computes them from HINH_THE (Shapely, pyproj)
+# while the file streams to COPY, so the geometry rules are contract rules like any other.
+TYPES.update({
+    "survey_ward_code": TypeRule(
+        "unknown_admin_unit", "{j}.current_code is null", "{v}", "text",
+        "a GSO ward/commune code as at the cadastral survey, kept as sent (it names the parcel); a code of "
+        "both eras is read as the pre-2025 unit (surveys predate the reform), and the current ward it lies in "
+        "is ward_code",
+        lookup="ref.ward_resolution", lookup_extra="{j}.after_reform = false",
+        extras=(("_current", "{j}.current_code", "text"),)),
+    "sheet_no": TypeRule("invalid_parcel_ref", "not (length({v}) <= 4 and rules.is_digits({v}))", "{v}", "text",
+                         "a cadastral map sheet number: 1-4 digits, kept as sent"),
+    "parcel_no": TypeRule("invalid_parcel_ref", "not (length({v}) <= 5 and rules.is_digits({v}))", "{v}", "text",
+                          "a parcel number on its sheet: 1-5 digits, kept as sent"),
+    "area": TypeRule(
+        "invalid_number", "coalesce(rules.parse_decimal({v}) <= 0, true)", "rules.parse_decimal({v})", "numeric",
+        "a positive decimal number with a decimal comma (125,5) and optional dot thousands separators "
+        "(1.250,5); a dot is never a decimal point", dictionary=True),
+    "share": TypeRule(
+        "invalid_number", "coalesce(rules.parse_decimal({v}) not between 0.0001 and 100, true)",
+        "rules.parse_decimal({v})", "numeric",
+        "a percentage above 0 and at most 100, decimal comma allowed (33,33)", dictionary=True),
+    "land_use": TypeRule(
+        "invalid_code", "rules.land_use_codes({v}) is null", "rules.land_use_codes({v})", "text[]",
+        "land-use purpose codes of Circular 25/2014/TT-BTNMT (and the 2024 additions HNK, CNT, RSN), several "
+        "joined with + (ONT+CLN); matched ignoring case and spaces, each at most once; stored as an array",
+        dictionary=True),
+    "certificate_serial": TypeRule(
+        "invalid_serial", "not rules.is_certificate_serial({v})", "{v}", "text",
+        "a certificate serial: two capital letters, a space, six digits (CS 123456)"),
+    "geometry_error": TypeRule(
+        "invalid_geometry", "true", "{v}", "text",
+        "why HINH_THE is not a usable polygon (computed by pipelines.land: unreadable WKT/GeoJSON, not a "
+        "Polygon/MultiPolygon, empty, not WGS84 longitude/latitude, or Shapely's is_valid_reason, e.g. "
+        "Self-intersection[x y]); any value rejects the row"),
+    "geojson": TypeRule(None, None, "{v}", "text",
+                        "the geometry as GeoJSON text in WGS84 (Shapely's writer: reads back to the same coordinates)"),
+    "measure": TypeRule(None, None, "{v}::numeric", "numeric", "a number computed by the pipeline"),
+    # text until it is stored (as a PostgreSQL box): GX cannot reflect a box column of the checked table
+    "bbox": TypeRule(None, None, "{v}", "text", "a bounding box computed by the pipeline, as PostgreSQL box text"),
+})

@@ -260,7 +260,7 @@ def test_enterprise_lookup_answers_public_fields_and_status(api, tmp_path, monke
 
 
 def test_land_endpoints_say_not_published_while_land_is_missing(api):
-    if _published(PARCEL := "parcel"):
+    if _published(PARCEL := "land_parcel"):
         pytest.skip(f"the land register ({PARCEL}) exists")
     r = api.get("/v1/wards/00004/parcels")
     assert r.status_code == 404 and "not published yet" in r.json()["detail"]
@@ -268,6 +268,41 @@ def test_land_endpoints_say_not_published_while_land_is_missing(api):
     for path in ("/v1/persons/001090000001/rights", "/v1/enterprises/0100109106/rights"):
         r = api.get(path)
         assert r.status_code == 404 and "not published yet" in r.json()["detail"]
+
+
+def test_parcels_of_a_ward_and_the_rights_of_a_holder(api, tmp_path, monkeypatch):
+    from test_land import DKKD_HEADER, ENT_A, gcn, parcel, right, square, tddat
+
+    monkeypatch.setenv("WAREHOUSE_URL", api.db_url)
+    monkeypatch.setenv("COREHUB_HOME", str(tmp_path))
+    inbox = tmp_path / "drop"
+    inbox.mkdir()
+    tddat(inbox, "TDDAT_01_20261120_001.csv", [parcel(no="1"), parcel(no="2", geom=square(1)),
+                                                parcel(ward="00103", no="3", geom=square(2))])
+    deliver(inbox, "DKKD_01_20261120_001.csv", DKKD_HEADER,
+            [[ENT_A, "Công ty cổ phần Sữa Hà Nội", "Công ty cổ phần", "12/03/2010", "Đang hoạt động", "01", "00004"]])
+    r = gcn(inbox, "GCN_01_20261120_001.csv", [
+        right("CS 000001", "1", pid="001090000001", name="Nguyễn Văn An", share="50"),
+        right("CS 000001", "1", pid="001191000002", name="Trần Thị Bình", share="50"),
+        right("CS 000002", "2", kind="TC", ent=ENT_A, name="Công ty cổ phần Sữa Hà Nội")])
+    assert (r["status"], r["rows_loaded"]) == ("loaded", 3)
+    parcels = api.get("/v1/wards/00004/parcels")
+    assert parcels.status_code == 200, parcels.text
+    assert [p["parcel_id"] for p in parcels.json()] == ["00004-12-1", "00004-12-2"]
+    assert not any("holder" in k or "person" in k for p in parcels.json() for k in p)   # no holders
+    assert "001090000001" not in parcels.text
+    assert api.last_audit()[3:] == ("/v1/wards/{ward_code}/parcels", "00004", 200, "rows:2")
+    assert [p["parcel_id"] for p in api.get("/v1/wards/00611/parcels").json()] == ["00103-12-3"]  # current ward
+    rights = api.get("/v1/persons/001090000001/rights")
+    assert rights.status_code == 200 and rights.json() == [
+        {"certificate_serial": "CS 000001", "parcel_id": "00004-12-1", "ward_code": "00004",
+         "issued_on": "2015-06-15", "holder_name": "Nguyễn Văn An", "share_pct": 50.0, "status": "valid"}]
+    assert api.last_audit()[3:] == ("/v1/persons/{person_id}/rights", "001090000001", 200, "rows:1")
+    assert [x["parcel_id"] for x in api.get(f"/v1/enterprises/{ENT_A}/rights").json()] == ["00004-12-2"]
+    assert api.get("/v1/persons/001092000003/rights").json() == []
+    # rights are personal data: only for clients with the scope rights; refused and still recorded
+    assert api.get("/v1/persons/001090000001/rights", key="enterprise-only").status_code == 403
+    assert api.last_audit()[5:] == (403, "forbidden")
 
 
 # -- the access log and the role -----------------------------------------------------------------------

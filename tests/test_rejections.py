@@ -33,7 +33,7 @@ CASES = [
     ("CUTRU-01-20261120.csv", GOOD.encode(),
      "the file name 'CUTRU-01-20261120.csv' does not follow <FEED>_<PROVINCE>_<YYYYMMDD>_<SEQ>.<ext>, "
      "e.g. CUTRU_01_20261120_001.csv"),
-    ("DANCU_01_20261120_001.csv", GOOD.encode(), "unknown feed 'DANCU' in the file name; known feeds: CUTRU, DKKD, HOTICH"),
+    ("DANCU_01_20261120_001.csv", GOOD.encode(), "unknown feed 'DANCU' in the file name; known feeds: CUTRU, DKKD, HOTICH, TDDAT, GCN"),
     ("CUTRU_99_20261120_001.csv", GOOD.encode(), "province code '99' in the file name is not a GSO province code"),
     ("CUTRU_01_20261320_001.csv", GOOD.encode(), "the date '20261320' in the file name is not a real date (YYYYMMDD)"),
     ("CUTRU_01_20261120_001.xlsx", GOOD.encode(), "a CUTRU delivery must be one of csv, not .xlsx"),

@@ -44,6 +44,13 @@ READS = {
     "audit.access_log": "select * from audit.access_log",
     "api.client_key": "select * from api.client_key",
     "verify_person": "select api.verify_person('001090000001', 'Nguyễn Văn An', '1990-03-12')",
+    # the land core (sql/013, 030): holders are personal data, parcels are not
+    "core.land_right": "select * from core.land_right",
+    "history.land_right": "select * from history.land_right",
+    "land_right_as_of": "select * from history.land_right_as_of(now())",
+    "core.land_parcel": "select * from core.land_parcel",
+    "open_data.land_parcel": "select * from open_data.land_parcel",
+    "rights_of": "select * from api.rights_of('person', '001090000001')",
 }
 WRITES = {
     "insert core.person (an updatable view)": "insert into core.person (person_id) values ('x')",
@@ -59,12 +66,16 @@ WRITES = {
     "insert audit.access_log": "insert into audit.access_log (method, endpoint, status, result) values ('GET', '/x', 200, 'ok')",
     "insert api.client_key": "insert into api.client_key (key_id, client, scopes, salt, key_hash) values ('x', 'x', '{}', '', '')",
 }
+LAND_READER = {"core.land_right", "history.land_right", "land_right_as_of", "core.land_parcel"}
 EXPECTED = {
-    "core_reader": {"core.person", "history.person", "core.changes", "ref.admin_unit", "person_as_of", "open_data"},
-    "core_public": {"open_data"},
-    "core_api": {"open_data", "verify_person", "api.client_key", "insert audit.access_log"},
+    "core_reader": {"core.person", "history.person", "core.changes", "ref.admin_unit", "person_as_of", "open_data",
+                    "open_data.land_parcel"} | LAND_READER,
+    "core_public": {"open_data", "open_data.land_parcel"},
+    "core_api": {"open_data", "verify_person", "api.client_key", "insert audit.access_log", "open_data.land_parcel",
+                 "rights_of"},
     "core_writer": {"core.person", "history.person", "core.changes", "ref.admin_unit", "person_as_of",
-                    "store.person", "meta.delivery", "quarantine.row", "ops.delivery_log", "update store.person"},
+                    "store.person", "meta.delivery", "quarantine.row", "ops.delivery_log", "update store.person"}
+                   | LAND_READER,
 }
 
 
