@@ -97,12 +97,13 @@ def state(url: str) -> dict:
         out = {}
         for (table,) in conn.execute("select table_name from information_schema.tables where table_schema = 'store' "
                                      "and table_type = 'BASE TABLE' and table_name <> 'change_log' order by 1"):
-            cols = [c for (c,) in conn.execute(
+            every = [c for (c,) in conn.execute(
                 "select column_name from information_schema.columns where table_schema = 'store' and table_name = %s "
-                "and column_name not in ('version_id', 'delivery_id', 'recorded_from', 'recorded_to') "
                 "order by ordinal_position", (table,))]
+            cols = [c for c in every if c not in ('version_id', 'delivery_id', 'recorded_from', 'recorded_to')]
+            current = "t.recorded_to = 'infinity'" if "recorded_to" in every else "null"  # not versioned
             out[table] = sorted(map(repr, conn.execute(
-                f"select {', '.join(f't.{c}::text' for c in cols)}, t.recorded_to = 'infinity', d.file_name "
+                f"select {', '.join(f't.{c}::text' for c in cols)}, {current}, d.file_name "
                 f"from store.{table} t join meta.delivery d using (delivery_id)").fetchall()))
         out["change_log"] = sorted(map(repr, conn.execute(
             "select entity, entity_key, operation, d.file_name from store.change_log join meta.delivery d "
