@@ -6,14 +6,13 @@ before its answer leaves (no record, no answer: 503). The API connects as the ro
 which cannot read a person's record: verifying a person is a yes/no question asked of
 api.verify_person() (sql/023_api.sql); everything else it reads is open_data.
 
-Endpoints over registers that are not built yet (land) or are being added (enterprise) answer
-404 "not published yet" until their views exist; they need no change when they arrive:
+What the other endpoints read:
 
   enterprise   open_data.enterprise (core.enterprise without personal ID numbers), keyed by the
                DKKD contract's key
   parcels      open_data.land_parcel, filtered on its ward_code (the current ward)
   rights       api.rights_of(holder_type text, holder_id text): a security-definer function the
-               land migration adds and grants to core_api ('person' or 'enterprise', the ID or code)
+               land serving migration grants to core_api ('person' or 'enterprise', the ID or code)
 
 OpenAPI: /openapi.json (and /docs).
 """
@@ -292,18 +291,11 @@ def require(scope: str):
 
 ERRORS = {401: {"model": Error, "description": "missing, unknown or revoked key"},
           403: {"model": Error, "description": "the key lacks this endpoint's scope"}}
-NOT_FOUND = {404: {"model": Error, "description": "not found, or the register is not published yet"}}
+NOT_FOUND = {404: {"model": Error, "description": "not found"}}
 
 
 def _contract(entity: str):
-    try:
-        return contracts.for_entity(entity)
-    except StopIteration:
-        return None
-
-
-def _exists(conn: psycopg.Connection, regclass: str) -> bool:
-    return conn.execute("select to_regclass(%s) is not null", (regclass,)).fetchone()[0]
+    return contracts.for_entity(entity)
 
 
 def _rows(cur) -> list[dict]:
@@ -361,9 +353,6 @@ def create_app(db_url: str | None = None) -> FastAPI:
                    _client: Annotated[apikeys.Client, Depends(require("enterprise"))]) -> dict[str, Any]:
         contract = _contract("enterprise")
         with pool().connection() as conn:
-            if contract is None or not _exists(conn, "open_data.enterprise"):
-                _set(request, result="not_published")
-                raise HTTPException(404, "the enterprise register is not published yet")
             cur = conn.execute(f'select * from open_data.enterprise where "{contract.key[0]}" = %s', (code,))
             rows = _rows(cur)
         if not rows:
@@ -380,9 +369,6 @@ def create_app(db_url: str | None = None) -> FastAPI:
                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> list[dict[str, Any]]:
         contract = _contract(PARCEL_ENTITY)
         with pool().connection() as conn:
-            if contract is None or not _exists(conn, f"open_data.{PARCEL_ENTITY}"):
-                _set(request, result="not_published")
-                raise HTTPException(404, "the land register is not published yet")
             ward = next((c.to for c in contract.columns if c.type == "ward_code"), "ward_code")
             order = ", ".join(f'"{k}"' for k in contract.key)
             cur = conn.execute(f'select * from open_data.{PARCEL_ENTITY} where "{ward}" = %s '
@@ -393,9 +379,6 @@ def create_app(db_url: str | None = None) -> FastAPI:
 
     def _rights(request: Request, holder_type: str, holder_id: str) -> list[dict[str, Any]]:
         with pool().connection() as conn:
-            if conn.execute("select to_regprocedure('api.rights_of(text,text)') is null").fetchone()[0]:
-                _set(request, result="not_published")
-                raise HTTPException(404, "the land rights register is not published yet")
             rows = _rows(conn.execute("select * from api.rights_of(%s, %s)", (holder_type, holder_id)))
         _set(request, result=f"rows:{len(rows)}")
         return rows

@@ -19,7 +19,6 @@ import pytest
 
 from conftest import _with_db
 from pipelines import cli
-from pipelines.contracts import all_contracts
 from population_helpers import CUTRU_HEADER, HOTICH_HEADER, deliver, event, person
 
 PEOPLE = [
@@ -235,10 +234,6 @@ def test_keys_are_stored_hashed_and_the_cli_checks_scopes(api, monkeypatch):
 
 
 # -- the enterprise register ----------------------------------------------------------------------
-def _published(entity: str) -> bool:
-    return any(c.entity == entity for c in all_contracts().values())
-
-
 def test_enterprise_lookup_answers_public_fields_and_status(api, tmp_path, monkeypatch):
     from test_serving import ENTERPRISES, deliver_enterprises
 
@@ -257,17 +252,6 @@ def test_enterprise_lookup_answers_public_fields_and_status(api, tmp_path, monke
     assert branch["parent_enterprise_code"] == "0100109106"
     assert api.get("/v1/enterprises/0101243150").status_code == 404
     assert api.last_audit()[5:] == (404, "not_found")
-
-
-def test_land_endpoints_say_not_published_while_land_is_missing(api):
-    if _published(PARCEL := "land_parcel"):
-        pytest.skip(f"the land register ({PARCEL}) exists")
-    r = api.get("/v1/wards/00004/parcels")
-    assert r.status_code == 404 and "not published yet" in r.json()["detail"]
-    assert api.last_audit()[3:] == ("/v1/wards/{ward_code}/parcels", "00004", 404, "not_published")
-    for path in ("/v1/persons/001090000001/rights", "/v1/enterprises/0100109106/rights"):
-        r = api.get(path)
-        assert r.status_code == 404 and "not published yet" in r.json()["detail"]
 
 
 def test_parcels_of_a_ward_and_the_rights_of_a_holder(api, tmp_path, monkeypatch):
