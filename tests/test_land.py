@@ -579,3 +579,18 @@ def test_history_as_of_for_parcels_and_rights(land_register, db, inbox):
                              "(select min(delivery_id) from meta.delivery where feed = 'GCN')").fetchone()[0]
     assert db.execute("select certificate_serial, status from history.land_right_as_of(%s, %s) order by 1",
                       (week2, first_known)).fetchall() == [("CS 000001", "valid"), ("CS 000002", "valid")]
+
+
+def test_a_resubmission_of_corrected_parcels_resolves_the_quarantined_one(warehouse, db, inbox):
+    """The R-sequence convention works for a three-column key: the corrected parcel loads, nothing
+    else is removed, and the quarantined row of the same parcel is resolved by it."""
+    bow_tie = f"POLYGON (({X0} {Y0}, {X0 + D} {Y0 + D}, {X0 + D} {Y0}, {X0} {Y0 + D}, {X0} {Y0}))"
+    first = tddat(inbox, "TDDAT_01_20261120_001.csv", [parcel(no="1"), parcel(no="2", shape=bow_tie, area="60")])
+    assert (first["rows_loaded"], first["rejections"]) == (1, {"invalid_geometry": 1})
+    fix = tddat(inbox, "TDDAT_01_20261121_R01.csv", [parcel(no="2", geom=square(3))])
+    assert (fix["status"], fix["rows_loaded"], fix["partial"], fix["resolved"]) == ("loaded", 1, True, 1)
+    assert fix["changes"] == {"new": 1, "changed": 0, "unchanged": 0, "removed": 0}
+    assert [p[0] for p in parcels(db)] == ["00004-12-1", "00004-12-2"]
+    assert db.execute("select q.record_key, d.file_name from quarantine.row q "
+                      "join meta.delivery d on d.delivery_id = q.resolved_by").fetchall() == [
+        ("00004|12|2", "TDDAT_01_20261121_R01.csv")]
