@@ -17,6 +17,7 @@ and whether the receipt's counts were right (a fast wrong answer fails).
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import os
@@ -99,21 +100,15 @@ def _line(case: str, rows: int, seconds: float, floor: float, rss: float | None,
 
 
 def run(rows: int, province: str = "01", keep: bool = False) -> list[dict]:
-    from .generate import generate, snapshot_changes
+    from .generate import snapshot_changes
 
     url = _bench_url()
     env = {**os.environ, "WAREHOUSE_URL": url}
     work = Path(tempfile.mkdtemp(prefix="corehub-bench-"))
     results = []
     try:
-        started = time.monotonic()
-        week1 = generate("CUTRU", rows, province, 0.0, work / "w1", date=dt.date(2026, 11, 13), seed=1,
-                         encoding="utf-8")
+        week1, floor = _snapshot("CUTRU", rows, province, work / "w1", "", url, results, seed=1, encoding="utf-8")
         week1_path = Path(week1["path"])
-        print(json.dumps({"case": "generate", "rows": rows, "seconds": round(time.monotonic() - started, 2),
-                          "bytes": week1_path.stat().st_size}), flush=True)
-        floor = min(_floor(url, week1_path, 13) for _ in range(2))
-        results.append(_line("floor", rows, floor, floor, None, True))
 
         receipt, seconds, rss = _ingest(week1_path, env)
         ok = (receipt["rows_read"], receipt["rows_loaded"], receipt["changes"]["new"]) == (rows, rows, rows)
@@ -142,20 +137,32 @@ def run(rows: int, province: str = "01", keep: bool = False) -> list[dict]:
     return results
 
 
-def _first_load_of(feed: str, rows: int, province: str, work: Path, url: str, env: dict) -> list[dict]:
-    """Another feed's snapshot: its own floor (a bare COPY of its file) and its first load."""
+def _snapshot(feed: str, rows: int, province: str, folder: Path, case: str, url: str, results: list,
+              **options) -> tuple[dict, float]:
+    """Generate a feed's snapshot (printing how long that took) and measure its floor, a bare COPY
+    of the same file (appended to results as `<case>floor`); returns the manifest and the floor."""
     from .generate import generate
 
-    made = generate(feed, rows, province, 0.0, work / feed.lower(), date=dt.date(2026, 11, 13), seed=1)
+    started = time.monotonic()
+    made = generate(feed, rows, province, 0.0, folder, date=dt.date(2026, 11, 13), **options)
     path = Path(made["path"])
-    with open(path, encoding="utf-8") as fh:
-        columns = len(fh.readline().split(","))
+    print(json.dumps({"case": f"{case}generate", "rows": rows, "seconds": round(time.monotonic() - started, 2),
+                      "bytes": path.stat().st_size}), flush=True)
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        columns = len(next(csv.reader(fh)))
     floor = min(_floor(url, path, columns) for _ in range(2))
-    case = feed.lower()
-    lines = [_line(f"{case}_floor", rows, floor, floor, None, True)]
-    receipt, seconds, rss = _ingest(path, env)
+    results.append(_line(f"{case}floor", rows, floor, floor, None, True))
+    return made, floor
+
+
+def _first_load_of(feed: str, rows: int, province: str, work: Path, url: str, env: dict) -> list[dict]:
+    """Another feed's snapshot: its own floor and its first load."""
+    case = feed.lower() + "_"
+    lines = []
+    made, floor = _snapshot(feed, rows, province, work / feed.lower(), case, url, lines, seed=1)
+    receipt, seconds, rss = _ingest(Path(made["path"]), env)
     ok = (receipt["rows_read"], receipt["rows_loaded"], receipt["changes"]["new"]) == (rows, rows, rows)
-    lines.append(_line(f"{case}_first_load", rows, seconds, floor, rss, ok, findings=receipt["findings"],
+    lines.append(_line(f"{case}first_load", rows, seconds, floor, rss, ok, findings=receipt["findings"],
                        stages=_stages(url, receipt)))
     return lines
 
@@ -166,13 +173,8 @@ def run_land(url: str, env: dict, rows: int, province: str, work: Path) -> list[
     from .generate import generate
 
     results = []
-    started = time.monotonic()
-    csv_m = generate("TDDAT", rows, province, 0.0, work / "land", date=dt.date(2026, 11, 13), seed=3)
+    csv_m, floor = _snapshot("TDDAT", rows, province, work / "land", "land_", url, results, seed=3)
     path = Path(csv_m["path"])
-    print(json.dumps({"case": "land_generate", "rows": rows, "seconds": round(time.monotonic() - started, 2),
-                      "bytes": path.stat().st_size}), flush=True)
-    floor = min(_floor(url, path, 7) for _ in range(2))
-    results.append(_line("land_floor", rows, floor, floor, None, True))
     receipt, seconds, rss = _ingest(path, env)
     ok = ((receipt["rows_read"], receipt["rows_loaded"], receipt["changes"]["new"], receipt["findings"])
           == (rows, rows, rows, csv_m["findings"]))
