@@ -279,9 +279,11 @@ def unknown_clashes_sql(contract: Contract, known_table: str, unknown_table: str
                         constants: dict[str, str]) -> str:
     """A key sent both by a known row and by another row is a repeat: the known row goes back to be
     checked with the other (deleted from the known rows; returns how many)."""
+    # a semi-join: the few unknown keys are hashed and the known rows probe them (as a join with
+    # no statistics on _key, the planner sorted a million known keys instead)
     return f"""
-delete from {known_table} k using {unknown_table} s
-where k._key = {_raw_key(contract, constants, present)}
+delete from {known_table} k
+where k._key in (select {_raw_key(contract, constants, present)} from {unknown_table} s)
 """
 
 
