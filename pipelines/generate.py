@@ -235,6 +235,18 @@ def is_valid_personal_id(pid: str) -> bool:
             and pid[3] in "012345")
 
 
+def known_people(person_ids) -> list[tuple[str, str | None]]:
+    """(ID, name or None) of the people a generated file may refer to: IDs or (ID, name) pairs,
+    those with a valid ID only (the people in core.person)."""
+    out = []
+    for p in person_ids or ():
+        pid, name = (p, None) if isinstance(p, str) else (p[0], p[1])
+        pid = pid.strip()
+        if is_valid_personal_id(pid):
+            out.append((pid, name))
+    return out
+
+
 def personal_id_agrees(pid: str, birth_text: str, sex_text: str) -> bool:
     """Digits 4-6 agree with the birth year (last 4 characters of NGAY_SINH) and the sex."""
     year = int(birth_text.strip()[-4:])
@@ -818,12 +830,7 @@ class _Hotich:
         g.ids.start = f"{g.date}:{seq}"
         self.k = 0
         self.prefix = f"HT-{g.province}-{g.date:%Y%m%d}{seq:03d}"
-        self.known: list[tuple[str, str | None]] = []
-        for p in person_ids or ():
-            pid, name = (p, None) if isinstance(p, str) else (p[0], p[1])
-            pid = pid.strip()
-            if is_valid_personal_id(pid):
-                self.known.append((pid, name))
+        self.known = known_people(person_ids)
         self.dead: set[str] = set()
         self.dup: tuple | None = None
         self.type_values = [[t] * 10 + ([t.lower(), t.title(), f" {t} "] if g.quirks else [])
@@ -1026,12 +1033,7 @@ class _Dkkd:
         self.suffixes: dict[str, int] = {}                  # branches made so far, per parent in the ring
         self.reps: list[tuple[str, str]] = []               # a ring of recent representatives
         self.n_reps = 0
-        self.known: list[tuple[str, str | None]] = []
-        for p in person_ids or ():
-            pid, name = (p, None) if isinstance(p, str) else (p[0], p[1])
-            pid = pid.strip()
-            if is_valid_personal_id(pid):
-                self.known.append((pid, name))
+        self.known = known_people(person_ids)
         self.known_ids = {pid for pid, _ in self.known}
         self.findings = {"orphan_branch": 0, "unresolved_person": 0}
         self.bad_keys: set[str] = set()
@@ -1627,8 +1629,7 @@ class _Gcn:
         self.communes = survey_communes(g.province)
         self.k = 0
         self.pending: list[list] = []
-        self.known_people = [p if isinstance(p, str) else p[0] for p in person_ids or ()]
-        self.known_people = [p for p in self.known_people if is_valid_personal_id(p)]
+        self.known_people = [pid for pid, _ in known_people(person_ids)]
         self.known_set = set(self.known_people)
         self.known_ents = [c for c in enterprise_codes or () if is_valid_tax_code(c)]
         self.ent_set = set(self.known_ents)
