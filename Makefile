@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 ROWS ?= 1000000
+FEEDS ?= cutru,dkkd,land
 AIRFLOW_PORT ?= 8080
 
 .PHONY: demo test bench venv constraints up down browser clean
@@ -26,7 +27,7 @@ test: venv browser
 	$(BIN)/python -m pytest
 
 bench: venv
-	$(BIN)/python -m pipelines.bench --rows $(ROWS)
+	$(BIN)/python -m pipelines.bench --rows $(ROWS) --feeds $(FEEDS)
 
 # Local Airflow: standalone (UI on http://127.0.0.1:$(AIRFLOW_PORT), scheduler, dag-processor,
 # triggerer) against the embedded warehouse, with every feed's DAG unpaused and its inbox created.

@@ -8,6 +8,7 @@ the others: the contract is the only place a rule is written.
 from __future__ import annotations
 
 from .contracts import Column, Contract
+from .history import WORK
 from .rules import TYPES, code_list_sql, sql_literal
 
 
@@ -59,11 +60,12 @@ def _dictionary_parts(col: Column) -> list[tuple[str, str, str]]:
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
                 constants: dict[str, str], repeated_table: str, rows: tuple[int, int] | None = None,
-                create: bool = True) -> str:
+                create: bool = True, empty: bool = False) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
     rows: only the staged rows whose _row is in this closed range (several connections check a
-    large delivery range by range); create=False: INSERT INTO the existing checked table instead.
+    large delivery range by range); create=False: INSERT INTO the existing checked table instead;
+    empty: create the table without checking any row.
 
     present: source names found in the file's header (missing optional ones are NULL).
     constants: conformed columns that come from the delivery (e.g. province_code from the file name).
@@ -81,6 +83,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         return clean(f"{alias}.{stage_column(col)}") if col.source in present else "null::text"
 
     # dictionaries: one small table per low-cardinality column (and per part of a timestamp)
+    # (one scan of the staged rows for all of them, as grouping sets, was planned far worse)
     dictionaries, dict_joins = [], []
     for c in cols:
         if not c.rule.dictionary or c.source not in present:
@@ -194,7 +197,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     offset 0
 )""",
     ]
-    head = f"create unlogged table {checked_table} as" if create else f"insert into {checked_table}"
+    head = f"create unlogged table {checked_table} {WORK} as" if create else f"insert into {checked_table}"
     return f"""
 {head}
 with {(',' + chr(10)).join(withs)}
@@ -205,7 +208,7 @@ select {', '.join(['ruled._row', 'ruled._key', 'ruled._raw_hash']
        coalesce(not repeated.conflict and ruled._row <> repeated.first_row, false) as _extra_copy,
        ({failed.replace('rule_duplicate_key is not null', 'coalesce(repeated.conflict, false)')}) as _failed
 from ruled left join {repeated_table} repeated on repeated._key = ruled._key
-"""
+{"with no data" if empty else ""}"""
 
 
 def _key_columns(contract: Contract, constants: dict[str, str]) -> list[Column]:
@@ -229,22 +232,43 @@ def raw_hash_sql(contract: Contract, present: set[str], alias: str = "s") -> str
 
 
 def repeated_sql(contract: Contract, raw_table: str, table: str, present: set[str],
-                 constants: dict[str, str]) -> str:
+                 constants: dict[str, str], empty: bool = False) -> list[str]:
     """Keys sent more than once: whether their rows differ (every row rejected) or are copies
-    (the first one counts). Found on the raw rows, before anything else looks at them."""
+    (the first one counts). Found on the raw rows, before anything else looks at them: the keys
+    first (one grouping), then, on the rows of those few keys only, whether they differ (as one
+    statement the planner expected a third of the keys to repeat and sorted every row).
+    empty: the table only (no staged row is to be checked)."""
     key = _raw_key(contract, constants, present)
     # a key column with a default (GCN's holder ids: '' when absent) is part of the key even when empty
     key_present = " and ".join(f"{clean('s.' + stage_column(c)) if c.source in present else 'null'} is not null"
                                for c in _key_columns(contract, constants) if c.default is None) or "true"
     row_hash = raw_hash_sql(contract, present)
-    return f"""
-create unlogged table {table} as
-select {key} as _key, min({row_hash}) <> max({row_hash}) as conflict, min(s._row) as first_row
+    keys = f"""
+create unlogged table {table} {WORK} as
+select {key} as _key, null::boolean as conflict, min(s._row) as first_row
 from {raw_table} s
-where {key_present} and {key} in (
-    select {key} from {raw_table} s where {key_present} group by 1 having count(*) > 1)
-group by 1
-"""
+where {key_present}
+group by 1 having count(*) > 1
+{"with no data" if empty else ""}"""
+    differ = f"""
+update {table} r set conflict = x.conflict
+from (select {key} as _key, min({row_hash}) <> max({row_hash}) as conflict
+      from {raw_table} s
+      where {key_present} and {key} in (select _key from {table})
+      group by 1) x
+where r._key = x._key"""
+    return [keys] if empty else [keys, f"analyze {table}", differ]
+
+
+def _known_match(contract: Contract, present: set[str], constants: dict[str, str]) -> str:
+    """Join condition of a staged row s to the current version h of the store it was sent as."""
+    key_cols = _key_columns(contract, constants)
+    # matched on the key as well: the key index finds the version (no index on the hash needed),
+    # and a key sent in another spelling than stored is simply checked again
+    same_key = "".join(f" and h.{c.to}::text = {clean('s.' + stage_column(c))}" for c in key_cols
+                       if c.source in present)
+    return (f"h.raw_hash = {raw_hash_sql(contract, present)}{same_key}"
+            " and h.valid_to = 'infinity' and h.recorded_to = 'infinity' and h.scope = %(scope)s")
 
 
 def known_sql(contract: Contract, raw_table: str, table: str, present: set[str], constants: dict[str, str],
@@ -252,25 +276,30 @@ def known_sql(contract: Contract, raw_table: str, table: str, present: set[str],
     """Rows identical to the current version they would merge into (same raw hash, same scope):
     they passed every rule when that version was loaded, so they are not checked again. `%(scope)s`
     is the delivery's scope. _key is the version's key as the checked pass spells it."""
-    key_cols = _key_columns(contract, constants)
-    key = " || '|' || ".join(f"coalesce(h.{c.to}::text, '')" for c in key_cols)
-    # matched on the key as well: the key index finds the version (no index on the hash needed),
-    # and a key sent in another spelling than stored is simply checked again
-    same_key = "".join(f" and h.{c.to}::text = {clean('s.' + stage_column(c))}" for c in key_cols
-                       if c.source in present)
+    key = " || '|' || ".join(f"coalesce(h.{c.to}::text, '')" for c in _key_columns(contract, constants))
     return f"""
-create unlogged table {table} as
+create unlogged table {table} {WORK} as
 select s._row, h.version_id, {key} as _key
 from {raw_table} s
-join {store_table} h on h.raw_hash = {raw_hash_sql(contract, present)}{same_key}
-                    and h.valid_to = 'infinity' and h.recorded_to = 'infinity' and h.scope = %(scope)s
+join {store_table} h on {_known_match(contract, present, constants)}
+"""
+
+
+def sample_unknown_sql(contract: Contract, raw_table: str, present: set[str], constants: dict[str, str],
+                       store_table: str) -> str:
+    """Whether a sample of about one page in a thousand of the staged rows holds a row that is not
+    a current version sent again (then the whole delivery cannot be: no need to digest it all)."""
+    return f"""
+select exists (
+    select from {raw_table} s tablesample system (0.1) repeatable (0)
+    where not exists (select from {store_table} h where {_known_match(contract, present, constants)}))
 """
 
 
 def unknown_sql(raw_table: str, table: str, known_table: str) -> str:
     """The staged rows still to check: those not known."""
     return f"""
-create unlogged table {table} as
+create unlogged table {table} {WORK} as
 select s.* from {raw_table} s where not exists (select 1 from {known_table} k where k._row = s._row)
 """
 

@@ -14,10 +14,10 @@ from .contracts import all_contracts
 from .migrations import ensure_ready
 
 
-def publish() -> dict:
+def publish(url: str | None = None) -> dict:
     """Vacuum and analyse the store tables (index-only scans for the next delivery's known-row
     lookup need a fresh visibility map) and record the current row count of every core view."""
-    url = warehouse.url()
+    url = url or warehouse.url()
     ensure_ready(url)
     counts = {}
     with psycopg.connect(url, autocommit=True) as conn:

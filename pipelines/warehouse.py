@@ -30,6 +30,8 @@ SERVER_OPTIONS = [
     "-c", "work_mem=64MB",
     "-c", "maintenance_work_mem=256MB",
     "-c", "synchronous_commit=off",
+    "-c", "wal_level=minimal",  # nothing replicates from it: a table or index built in its loading
+    "-c", "max_wal_senders=0",  # transaction is written once, not also to the WAL
     "-c", "max_connections=200",
 ]
 

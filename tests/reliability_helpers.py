@@ -102,9 +102,11 @@ def state(url: str) -> dict:
                 "order by ordinal_position", (table,))]
             cols = [c for c in every if c not in ('version_id', 'delivery_id', 'recorded_from', 'recorded_to')]
             current = "t.recorded_to = 'infinity'" if "recorded_to" in every else "null"  # not versioned
+            by = "join meta.delivery d using (delivery_id)" if "delivery_id" in every else \
+                "left join (select null::text as file_name) d on false"  # kept per scope, e.g. the digests
             out[table] = sorted(map(repr, conn.execute(
                 f"select {', '.join(f't.{c}::text' for c in cols)}, {current}, d.file_name "
-                f"from store.{table} t join meta.delivery d using (delivery_id)").fetchall()))
+                f"from store.{table} t {by}").fetchall()))
         out["change_log"] = sorted(map(repr, conn.execute(
             "select entity, entity_key, operation, d.file_name from store.change_log join meta.delivery d "
             "using (delivery_id)").fetchall()))

@@ -1,0 +1,128 @@
+"""The shortcuts of large loads give exactly what the long way gives: a snapshot sent again is
+recognised by its scope's digest, a first load builds the store's indexes after its insert, and
+the change feed numbers a merge's rows in one block."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+
+from pipelines import history
+from pipelines.generate import generate, snapshot_changes
+from pipelines.ingest import ingest_file
+from population_helpers import CUTRU_HEADER, csv_text, deliver, person, write
+
+RECOMPUTED = """
+    select 'person', scope, count(*), count(raw_hash), coalesce(sum(hashtextextended(raw_hash, 0)), 0)
+    from store.person where valid_to = 'infinity' and recorded_to = 'infinity'
+    group by scope order by scope"""
+KEPT = "select entity, scope, versions, hashed, hash_sum from store.scope_digest order by scope"
+
+
+def sent_again(path, tmp_path, name):
+    """The same content under another file name (other bytes: one trailing blank line)."""
+    again = tmp_path / name
+    shutil.copyfile(path, again)
+    with open(again, "ab") as fh:
+        fh.write(b"\n")
+    return again
+
+
+def test_a_snapshot_sent_again_is_recognised_by_its_digest(warehouse, db, inbox, tmp_path, caplog):
+    week1 = generate("CUTRU", 2000, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=11)
+    ingest_file(week1["path"])
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
+    assert db.execute(KEPT).fetchone()[2:4] == (2000, 2000)
+
+    caplog.set_level(logging.INFO, logger="pipelines.ingest")
+    r = ingest_file(sent_again(week1["path"], tmp_path, "CUTRU_01_20261113_002.csv"))
+    assert (r["status"], r["rows_read"], r["rows_loaded"], r["rows_quarantined"]) == ("loaded", 2000, 2000, 0)
+    assert r["changes"] == {"new": 0, "changed": 0, "unchanged": 2000, "removed": 0}
+    assert "2000 rows: the current versions of scope 01 sent again, all unchanged" in caplog.text
+    assert db.execute("select count(*) from store.person").fetchone() == (2000,)
+
+    # a snapshot with changes goes the long way, and the digest follows every merge
+    caplog.clear()
+    week2 = snapshot_changes(week1["path"], tmp_path, changed=0.02, removed=0.01, new=0.01, seed=2,
+                             date=dt.date(2026, 11, 20))
+    r = ingest_file(week2["path"])
+    assert r["changes"] == {k: week2[k] for k in ("new", "changed", "unchanged", "removed")}
+    assert "all unchanged" not in caplog.text
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
+
+
+def test_one_changed_row_is_not_taken_for_a_snapshot_sent_again(warehouse, db, inbox, tmp_path, caplog):
+    rows = [person(pid=f"00109000000{i}", name=f"Nguyễn Văn {c}") for i, c in enumerate("ABCDE", start=1)]
+    deliver(inbox, "CUTRU_01_20261113_001.csv", CUTRU_HEADER, rows)
+    rows[2] = person(pid="001090000003", name="Nguyễn Văn Cường")
+    caplog.set_level(logging.INFO, logger="pipelines.ingest")
+    r = deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER, rows)
+    assert r["changes"] == {"new": 0, "changed": 1, "unchanged": 4, "removed": 0}
+    assert "all unchanged" not in caplog.text
+    assert db.execute("select full_name from core.person where person_id = '001090000003'").fetchone() == \
+        ("Nguyễn Văn Cường",)
+
+
+def test_a_quarantined_row_sent_again_is_quarantined_again(warehouse, db, inbox):
+    """The digest holds stored versions only: a snapshot whose rejected row comes again is checked
+    the long way and its row quarantined again, with the same reason."""
+    rows = [person(pid="001090000001"), person(pid="001090000002", born="31/02/1990")]
+    first = deliver(inbox, "CUTRU_01_20261113_001.csv", CUTRU_HEADER, rows)
+    again = ingest_file(write(inbox, "CUTRU_01_20261120_001.csv", csv_text(CUTRU_HEADER, rows) + "\n"))
+    assert (first["rows_quarantined"], first["rejections"]) == (1, {"invalid_date": 1})
+    assert (again["rows_read"], again["rows_loaded"], again["rows_quarantined"], again["rejections"]) == \
+        (2, 1, 1, {"invalid_date": 1})
+    assert again["changes"] == {"new": 0, "changed": 0, "unchanged": 1, "removed": 0}
+
+
+def test_the_digest_follows_a_person_who_moves_to_another_province(warehouse, db, inbox):
+    deliver(inbox, "CUTRU_01_20261113_001.csv", CUTRU_HEADER,
+            [person(pid="001090000001"), person(pid="001090000002")])
+    deliver(inbox, "CUTRU_79_20261114_001.csv", CUTRU_HEADER,
+            [person(pid="001090000002", province="79", ward="25747"), person(pid="079090000003", province="79",
+                                                                           ward="25747")])
+    assert db.execute("select scope, count(*) from core.person join store.person using (person_id) "
+                      "where store.person.valid_to = 'infinity' and store.person.recorded_to = 'infinity' "
+                      "group by 1 order by 1").fetchall() == [("01", 1), ("79", 2)]
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
+    assert [r[2] for r in db.execute(KEPT)] == [1, 2]
+
+
+def test_a_first_load_builds_the_indexes_after_its_insert(warehouse, db, inbox, monkeypatch):
+    monkeypatch.setattr(history, "BULK_MIN_ROWS", 1)
+    indexes = "select indexname, indexdef from pg_indexes where schemaname = 'store' and tablename = 'person' order by 1"
+    before = db.execute(indexes).fetchall()
+    files_before = db.execute("select pg_relation_filenode('store.person')").fetchone()[0]
+    m = generate("CUTRU", 500, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=5)
+    r = ingest_file(m["path"])
+    assert r["changes"] == {"new": 500, "changed": 0, "unchanged": 0, "removed": 0}
+    assert db.execute(indexes).fetchall() == before  # every index back, as it was defined
+    assert db.execute("select pg_relation_filenode('store.person')").fetchone()[0] != files_before  # truncated first
+    assert db.execute("select count(*) from core.person").fetchone() == (500,)
+    # the unique current-key index holds: a second current version of a key cannot be written
+    assert db.execute("select count(distinct person_id) from core.person").fetchone() == (500,)
+
+    # a load into a store that holds more than it brings maintains the indexes as it goes
+    week2 = snapshot_changes(m["path"], inbox, changed=0.02, removed=0.0, new=0.0, seed=2, date=dt.date(2026, 11, 20))
+    ingest_file(week2["path"])
+    assert db.execute(indexes).fetchall() == before
+
+
+def test_the_change_feed_numbers_a_merge_in_one_unbroken_block(warehouse, db, inbox, tmp_path):
+    week1 = generate("CUTRU", 300, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=11)
+    ingest_file(week1["path"])
+    week2 = snapshot_changes(week1["path"], tmp_path, changed=0.02, removed=0.01, new=0.01, seed=2,
+                             date=dt.date(2026, 11, 20))
+    ingest_file(week2["path"])
+    blocks = db.execute("""
+        select delivery_id, min(seq), max(seq), count(*), count(distinct seq),
+               array_agg(distinct operation order by operation)
+        from store.change_log group by 1 order by 1""").fetchall()
+    (d1, lo1, hi1, n1, u1, ops1), (d2, lo2, hi2, n2, u2, ops2) = blocks
+    assert (n1, u1, hi1 - lo1 + 1, ops1) == (300, 300, 300, ["insert"])
+    assert (n2, u2, hi2 - lo2 + 1) == (week2["new"] + week2["changed"] + week2["removed"],) * 3
+    assert lo2 > hi1 and ops2 == ["delete", "insert", "update"]
+    # the removals come after the new and changed keys of the same delivery
+    assert db.execute("select bool_and(seq > (select max(seq) from store.change_log where delivery_id = %s "
+                      "and operation <> 'delete')) from store.change_log where delivery_id = %s "
+                      "and operation = 'delete'", (d2, d2)).fetchone() == (True,)
