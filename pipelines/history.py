@@ -52,14 +52,14 @@ def hash_sql(columns: list[str], target: Target, alias: str) -> str:
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
           snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None,
-          known_versions: str | None = None) -> dict[str, int]:
+          known_keys: str | None = None) -> dict[str, int]:
     """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
 
     snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
     scope missing from them are ended at snapshot_at, except keys listed by the query keep_keys
     (rows of this delivery that were quarantined: present, but not yet readable).
-    known_versions: a query of version_id: current versions this delivery sent again byte for
-    byte (not in `incoming`); they are unchanged and present.
+    known_keys: a query of the keys (as keep_keys spells them) of the current versions this
+    delivery sent again byte for byte (not in `incoming`): they are unchanged and present.
     Returns counts of new, changed, unchanged, removed keys.
 
     Written for weekly snapshots of millions of rows where few change: only the changed and
@@ -91,11 +91,12 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         where h.version_id is null or h.content_hash <> {hash_sql(cols, target, 'a')} or h.scope <> a._scope""")
     if snapshot_scope is not None:
         keep = ""  # anti-joins, not NOT IN: these lists can hold millions
-        if keep_keys:  # keys as the checked pass writes them: columns as text joined by |
-            key_text = " || '|' || ".join(f"coalesce(h.{k}::text, '')" for k in target.key)
+        # keys as the checked pass writes them: columns as text joined by |
+        key_text = " || '|' || ".join(f"coalesce(h.{k}::text, '')" for k in target.key)
+        if keep_keys:
             keep += f" and not exists (select 1 from ({keep_keys}) q (k) where q.k = {key_text})"
-        if known_versions:
-            keep += f" and not exists (select 1 from ({known_versions}) kv (v) where kv.v = h.version_id)"
+        if known_keys:
+            keep += f" and not exists (select 1 from ({known_keys}) kk (k) where kk.k = {key_text})"
         conn.execute(f"""
             insert into {chg} ({key_cols}, op, version_id, old_valid_from, new_valid_from, old_scope, old_raw_hash)
             select {', '.join('h.' + k for k in target.key)}, 'removed', h.version_id, h.valid_from,
@@ -140,8 +141,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     log_changes(conn, target, chg, sum(counts.values()), delivery_id)
     keep_digests(conn, target, chg, snapshot_scope)
     total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
-    if known_versions:
-        total += conn.execute(f"select count(distinct v) from ({known_versions}) k (v)").fetchone()[0]
+    if known_keys:  # (a line sent twice byte for byte is one version)
+        total += conn.execute(f"select count(distinct k) from ({known_keys}) kk (k)").fetchone()[0]
     conn.execute(f"drop table {chg}")
     new, changed = counts.get("new", 0), counts.get("changed", 0)
     return {"new": new, "changed": changed, "unchanged": total - new - changed,

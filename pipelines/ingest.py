@@ -295,14 +295,14 @@ class Run:
                                                      empty=True))
                 return
             # rows sent again byte for byte are known good: only the others are checked
-            self.conn.execute(checks.known_sql(c, self.raw, self.known, present, constants, f"store.{c.entity}"),
-                              {"scope": self.name.province})
             rows = self.unknown
-            self.conn.execute(checks.unknown_sql(self.raw, rows, self.known))
+            self.conn.execute(checks.unknown_sql(c, self.raw, rows, present, constants, f"store.{c.entity}"),
+                              {"scope": self.name.province})
+            self.conn.execute(checks.known_sql(c, self.raw, self.known, rows, present, constants))
             clashes = self.conn.execute(checks.unknown_clashes_sql(c, self.known, rows, present, constants)).rowcount
             if clashes:
                 self.conn.execute(f"drop table {rows}")
-                self.conn.execute(checks.unknown_sql(self.raw, rows, self.known))
+                self.conn.execute(checks.rest_sql(self.raw, rows, self.known))
         self.conn.execute(f"analyze {rows}")
         for statement in checks.repeated_sql(c, rows, self.repeated, present, constants):
             self.conn.execute(statement)
@@ -409,7 +409,7 @@ class Run:
                         snapshot_scope=self.name.province if snapshot else None,
                         snapshot_at=dt.datetime.combine(self.name.date, dt.time(), dt.timezone(dt.timedelta(hours=7))),
                         keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None,
-                        known_versions=f"select version_id from {self.known}" if self._exists(self.known) else None)
+                        known_keys=f"select _key from {self.known}" if self._exists(self.known) else None)
                 self._effects()
                 self._after_merge()
                 resolved = self._resolve(snapshot)
