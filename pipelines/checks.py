@@ -307,6 +307,15 @@ select exists (
 """
 
 
+def digest_sql(contract: Contract, raw_table: str, present: set[str]) -> str:
+    """The staged rows' digest, as store.scope_digest keeps a scope's (versions, hashed, hash_sum):
+    every staged row counts as a version with a raw hash."""
+    return f"""
+select count(*), count(*), coalesce(sum(rules.digest_hash({raw_hash_sql(contract, present)})), 0)
+from {raw_table} s
+"""
+
+
 def rest_sql(raw_table: str, table: str, known_table: str) -> str:
     """The staged rows still to check: those not known."""
     return f"""

@@ -181,7 +181,7 @@ def keep_digests(conn: psycopg.Connection, target: Target, chg: str, snapshot_sc
                 hash_sum = d.hash_sum + x.hash_sum
             from (
                 select scope, sum(sign) as versions, coalesce(sum(sign) filter (where raw_hash is not null), 0) as hashed,
-                       coalesce(sum(sign * hashtextextended(raw_hash, 0)::numeric), 0) as hash_sum
+                       coalesce(sum(sign * rules.digest_hash(raw_hash)::numeric), 0) as hash_sum
                 from (select new_scope, new_raw_hash, 1 from {chg} where op in ('new', 'changed')
                       union all
                       select old_scope, old_raw_hash, -1 from {chg} where op in ('changed', 'removed')
@@ -192,7 +192,7 @@ def keep_digests(conn: psycopg.Connection, target: Target, chg: str, snapshot_sc
     if snapshot_scope is not None and snapshot_scope not in kept:
         conn.execute(f"""
             insert into store.scope_digest (entity, scope, versions, hashed, hash_sum)
-            select %(entity)s, %(scope)s, count(*), count(raw_hash), coalesce(sum(hashtextextended(raw_hash, 0)), 0)
+            select %(entity)s, %(scope)s, count(*), count(raw_hash), coalesce(sum(rules.digest_hash(raw_hash)), 0)
             from {target.table} h
             where {CURRENT.format(a='h')} and h.scope = %(scope)s""", {"entity": entity, "scope": snapshot_scope})
 

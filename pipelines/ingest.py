@@ -287,7 +287,7 @@ class Run:
             # the plans below compare with the store: on a stale estimate (an "empty" store after a
             # first load of millions) they probe it row by row without its index
             history.fresh_statistics(self.conn, f"store.{c.entity}")
-            if self._scope_sent_again(present):
+            if self._scope_sent_again(present, constants):
                 # every row is a current version sent again byte for byte: nothing to check
                 for statement in checks.repeated_sql(c, rows, self.repeated, present, constants, empty=True):
                     self.conn.execute(statement)
@@ -309,7 +309,7 @@ class Run:
         self._checked_pass(rows, present, constants)
         self.conn.execute(f"analyze {self.checked}")
 
-    def _scope_sent_again(self, present: set[str]) -> bool:
+    def _scope_sent_again(self, present: set[str], constants: dict[str, str]) -> bool:
         """Whether this snapshot's rows are exactly the current versions of its scope, each sent
         again byte for byte: its count and raw-hash sums equal the scope's digest (one pass over
         the staged rows; sql/060_scope_digest.sql), after a sample of its rows was found in the
@@ -319,14 +319,11 @@ class Run:
         digest = history.scope_digest(self.conn, self.contract.entity, self.name.province)
         if not digest or digest[0] != digest[1]:  # not kept, or a version without a raw hash
             return False
-        constants = {name: self.name.province for name in self.contract.derived}
         if self.conn.execute(checks.sample_unknown_sql(self.contract, self.raw, present, constants,
                                                        f"store.{self.contract.entity}"),
                              {"scope": self.name.province}).fetchone()[0]:
             return False  # e.g. a weekly snapshot: a few hundredths of its rows are new or changed
-        staged = self.conn.execute(f"""
-            select count(*), count(*), coalesce(sum(hashtextextended({checks.raw_hash_sql(self.contract, present)}, 0)), 0)
-            from {self.raw} s""").fetchone()
+        staged = self.conn.execute(checks.digest_sql(self.contract, self.raw, present)).fetchone()
         if tuple(staged) != tuple(digest):
             return False
         self.sent_again = staged[0]
