@@ -125,6 +125,15 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     # it also keeps the scope digests in step (one merge at a time from here on).
     conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
     counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
+    total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
+    if counts.get("new", 0) == total and not counts.get("changed"):
+        # every incoming row is a new key (a first load): no old version to start after, so the
+        # rows are inserted as they come, without joining the work table (1M rows: ~1 s)
+        source, valid_from = f"{incoming} a", "a._valid_from"
+    else:
+        source = (f"{incoming} a join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)} "
+                  "and c.op in ('new', 'changed')")
+        valid_from = "greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity'))"
     with bulk_insert(conn, target.table, counts.get("new", 0) + counts.get("changed", 0)) as rebuilt:
         # in key order the key indexes grow page by page (a 1M insert, 22 s -> 14 s); when they
         # are built afterwards, the order does not matter
@@ -132,15 +141,12 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         conn.execute(f"""
             insert into {target.table} ({col_list}, scope, content_hash, raw_hash, delivery_id, valid_from, recorded_from)
             select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, {raw_hash},
-                   %(delivery)s,
-                   greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity')), now()
-            from {incoming} a
-            join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)} and c.op in ('new', 'changed')
+                   %(delivery)s, {valid_from}, now()
+            from {source}
             {order}""",
                      {"delivery": delivery_id})
     log_changes(conn, target, chg, sum(counts.values()), delivery_id)
     keep_digests(conn, target, chg, snapshot_scope)
-    total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
     if known_keys:  # (a line sent twice byte for byte is one version)
         total += conn.execute(f"select count(distinct k) from ({known_keys}) kk (k)").fetchone()[0]
     conn.execute(f"drop table {chg}")
@@ -211,8 +217,9 @@ def bulk_insert(conn: psycopg.Connection, table: str, rows: int):
     """Around an insert of `rows` versions: when they are at least as many as the table holds (a
     first load), its indexes are dropped and built again afterwards, which costs a fraction of
     maintaining them row by row (measured: 1M versions, 8.2 s with four indexes against 4.2 s +
-    1.9 s of builds). The primary key stays (its values come in order). Only the table's owner
-    may do this, and readers of the table wait until the delivery commits. Yields whether it did."""
+    1.9 s of builds). The primary key stays (its values come in order) unless the table was
+    empty. Only the table's owner may do this, and readers of the table wait until the delivery
+    commits. Yields whether it did."""
     if rows < BULK_MIN_ROWS or not _owns(conn, table):
         yield False
         return
@@ -220,17 +227,29 @@ def bulk_insert(conn: psycopg.Connection, table: str, rows: int):
     if rows < held:
         yield False
         return
+    keys = []
     if not held and not conn.execute(f"select exists (select from {table})").fetchone()[0]:
         # an empty table truncated in this transaction gets new files: on a server with
         # wal_level = minimal (the embedded warehouse) what is written into them skips the WAL
         conn.execute(f"truncate {table}")
+        # an empty table's primary key is built afterwards too (1M rows: 0.4 s of inserts into
+        # it against 0.15 s to build it), unless another table's foreign key depends on it
+        keys = conn.execute("""
+            select conname, pg_get_constraintdef(oid) from pg_constraint
+            where conrelid = %(t)s::regclass and contype in ('p', 'u')
+              and not exists (select from pg_constraint f where f.confrelid = %(t)s::regclass)""",
+                            {"t": table}).fetchall()
     indexes = conn.execute("""
         select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i
         where i.indrelid = %s::regclass
           and not exists (select from pg_constraint c where c.conindid = i.indexrelid)""", (table,)).fetchall()
+    for name, _ in keys:
+        conn.execute(f"alter table {table} drop constraint {name}")
     for name, _ in indexes:
         conn.execute(f"drop index {name}")
     yield True
+    for name, definition in keys:
+        conn.execute(f"alter table {table} add constraint {name} {definition}")
     for _, definition in indexes:
         conn.execute(definition)
 

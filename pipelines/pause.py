@@ -1,9 +1,9 @@
 """A test-only hook to stop an ingest at a stage boundary, so that a test can kill it there.
 
 COREHUB_PAUSE_AT=<stage>[,<stage>...]  where the ingest stops: archived (registered, file archived),
-    copy (COPY under way: the first piece sent), validated (checked and GX-validated), locked (the
-    feed and province lock just taken), merge (inside the publish transaction, the store written),
-    publish (receipt and report written, just before the commit).
+    copy (COPY under way: the first piece sent), validated (checked; GX validates in the background),
+    locked (the feed and province lock just taken), merge (inside the publish transaction, the store
+    written), publish (receipt and report written, just before the commit).
 At such a stage the process writes the marker file `$COREHUB_PAUSE_DIR/paused-<stage>` (default
 folder: $COREHUB_HOME) holding its pid, and waits while the file exists: the test then kills the
 process, or deletes the file to let it go on. Unset (always, outside tests) it costs one lookup.
