@@ -45,9 +45,11 @@ def content_columns(conn: psycopg.Connection, target: Target) -> list[str]:
     return [c for c in stored_columns(conn, target.entity) if c not in BOOKKEEPING]
 
 
-def hash_sql(columns: list[str], target: Target, alias: str) -> str:
+def hash_sql(columns: list[str], target: Target, alias: str, absent: tuple[str, ...] = ()) -> str:
+    """A version's content hash: md5 of its content columns as a row's text. absent: columns taken
+    as NULL (the checked pass hashes a row before the merge's enrichment, when it adds nothing)."""
     hashed = [c for c in columns if c not in target.ignore_in_hash]
-    return "md5(row(" + ", ".join(f"{alias}.{c}" for c in hashed) + ")::text)"
+    return "md5(row(" + ", ".join("null" if c in absent else f"{alias}.{c}" for c in hashed) + ")::text)"
 
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
@@ -69,6 +71,9 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     incoming_cols = {r[0] for r in conn.execute(
         "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0", (incoming,))}
     raw_hash = "a._raw_hash" if "_raw_hash" in incoming_cols else "null"
+    content_hash = hash_sql(cols, target, "a")
+    if "_content_hash" in incoming_cols:  # computed by the (parallel) checked pass, when it could be
+        content_hash = f"coalesce(a._content_hash, {content_hash})"
     key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
     key_cols = ", ".join(target.key)
     chg = f"stage.changes_{delivery_id}_{target.entity}"  # unlogged work table (temp tables are slow here)
@@ -88,7 +93,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
                h.scope as old_scope, h.raw_hash as old_raw_hash, a._scope as new_scope, {raw_hash}::text as new_raw_hash
         from {incoming} a
         left join {target.table} h on {key_join} and {CURRENT.format(a='h')}
-        where h.version_id is null or h.content_hash <> {hash_sql(cols, target, 'a')} or h.scope <> a._scope""")
+        where h.version_id is null or h.content_hash <> {content_hash} or h.scope <> a._scope""")
     if snapshot_scope is not None:
         keep = ""  # anti-joins, not NOT IN: these lists can hold millions
         # keys as the checked pass writes them: columns as text joined by |
@@ -140,7 +145,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         order = "" if rebuilt else "order by " + ", ".join("a." + k for k in target.key)
         conn.execute(f"""
             insert into {target.table} ({col_list}, scope, content_hash, raw_hash, delivery_id, valid_from, recorded_from)
-            select {', '.join('a.' + c for c in cols)}, a._scope, {hash_sql(cols, target, 'a')}, {raw_hash},
+            select {', '.join('a.' + c for c in cols)}, a._scope, {content_hash}, {raw_hash},
                    %(delivery)s, {valid_from}, now()
             from {source}
             {order}""",

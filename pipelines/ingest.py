@@ -194,6 +194,12 @@ class Run:
         self.unknown = f"stage.unknown_{self.delivery_id}"
         self.accepted = f"stage.accepted_{self.delivery_id}"
 
+    @property
+    def target(self) -> history.Target:
+        """Where this delivery's versions are merged."""
+        c = self.contract
+        return history.Target(c.entity, c.key, c.ignore_in_hash)
+
     def _feed_guess(self) -> str | None:
         try:
             return delivery.parse_name(self.path.name).feed
@@ -315,8 +321,7 @@ class Run:
                 # every row is a current version sent again byte for byte: nothing to check
                 for statement in checks.repeated_sql(c, rows, self.repeated, present, constants, empty=True):
                     self.conn.execute(statement)
-                self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated,
-                                                     empty=True))
+                self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
                 return
             # rows sent again byte for byte are known good: only the others are checked
             rows = self.unknown
@@ -367,7 +372,7 @@ class Run:
         if workers < 2 or count < max(PARALLEL_MIN_ROWS, 1):  # (a weekly's few unknown rows span the file)
             for statement in repeated:
                 self.conn.execute(statement)
-            self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated))
+            self.conn.execute(self._checked_sql(rows, present, constants))
             return
         # the dictionaries once for all the connections, from one scan of the rows (stage names
         # as recovery.stage_relations finds them)
@@ -379,13 +384,20 @@ class Run:
             dictionaries += [f"create unlogged table {tables[name]} {WORK} as {select}", f"analyze {tables[name]}"]
         self.dictionary_tables = [keys, *tables.values()]
         self._on_connections([repeated, dictionaries])  # two scans at once (1M rows: 0.8 s + 0.9 s -> 1 s)
-        self.conn.execute(checks.checked_sql(c, rows, self.checked, present, constants, self.repeated,
-                                             empty=True))
+        self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
         step = (last - first) // workers + 1
         ranges = [(first + i * step, min(last, first + (i + 1) * step - 1)) for i in range(workers)]
-        self._on_connections([[checks.checked_sql(c, rows, self.checked, present, constants, self.repeated,
-                                                  rows=part, create=False, dictionary_tables=tables)]
-                              for part in ranges])
+        self._on_connections([[self._checked_sql(rows, present, constants, rows=part, create=False,
+                                                 dictionary_tables=tables)] for part in ranges])
+
+    def _checked_sql(self, table: str, present: set[str], constants: dict[str, str], **options) -> str:
+        """checks.checked_sql for this delivery, with its versions' content hash as the merge computes
+        it, the contract's enrichment taken as adding nothing (_accept keeps it only then)."""
+        c = self.contract
+        content_hash = history.hash_sql(history.content_columns(self.conn, self.target), self.target, "ruled",
+                                        absent=tuple(c.enrich.get("columns", {})))
+        return checks.checked_sql(c, table, self.checked, present, constants, self.repeated,
+                                  content_hash=content_hash, **options)
 
     def _on_connections(self, batches: list[list[str]]) -> None:
         """Run each batch of statements in order on a connection of its own, the batches at once."""
@@ -435,7 +447,7 @@ class Run:
 
     def _publish(self, counts: dict, fmt) -> dict:
         c = self.contract
-        target = history.Target(c.entity, c.key, c.ignore_in_hash)
+        target = self.target
         with self.conn.transaction():
             with self.timer("quarantine"):
                 self._quarantine()
@@ -508,11 +520,14 @@ class Run:
             vf = c.column(c.valid_from)
             valid_from = (f"a.{vf.to}" if vf.rule.sql_type == "timestamptz"
                           else f"(a.{vf.to}::timestamp at time zone interval '+07:00')")
+        # the checked pass's content hash holds when the enrichment adds nothing to the row
+        unenriched = " and ".join(f"{expr} is null" for expr in enriched.values())
+        content_hash = f"case when {unenriched} then a._content_hash end" if unenriched else "a._content_hash"
         # a view, not a copy: the merge reads it twice, which costs less than writing it once
         self.conn.execute(f"""
             create view {self.accepted} as
             select {', '.join(select)}, {valid_from} as _valid_from, {sql.Literal(self.name.province).as_string(self.conn)}::text as _scope,
-                   a._raw_hash
+                   a._raw_hash, {content_hash} as _content_hash
             from {self.checked} a {c.enrich.get("join", "")}
             where not a._failed and not a._extra_copy""")
 
