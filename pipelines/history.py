@@ -171,12 +171,23 @@ def log_changes(conn: psycopg.Connection, target: Target, chg: str, rows: int, d
     first = conn.execute("select nextval(%s)", (sequence,)).fetchone()[0]
     conn.execute("select setval(%s, %s)", (sequence, first + rows - 1))
     key_text = " || '|' || ".join(f"c.{k}::text" for k in target.key)
+    table = "store.change_log"
+    bulk = rows >= BULK_MIN_ROWS and _owns(conn, table)
+    if bulk:
+        # a first load's million changes go into a table of their own that inherits the change
+        # feed (readers of store.change_log and core.changes read it too): created in this
+        # transaction, it is written without the WAL on the embedded warehouse, and its key is
+        # built once afterwards (1M rows: 1.3 s -> ? s)
+        table = f"store.change_log_{int(delivery_id)}_{target.entity}"
+        conn.execute(f"create table {table} () inherits (store.change_log)")
     conn.execute(f"""
-        insert into store.change_log (seq, entity, entity_key, operation, delivery_id)
+        insert into {table} (seq, entity, entity_key, operation, delivery_id)
         overriding system value
         select %(first)s - 1 + row_number() over (), %(entity)s, {key_text},
                case c.op when 'new' then 'insert' when 'changed' then 'update' else 'delete' end, %(delivery)s
         from {chg} c""", {"first": first, "delivery": delivery_id, "entity": target.entity})
+    if bulk:
+        conn.execute(f"alter table {table} add primary key (seq)")
 
 
 def keep_digests(conn: psycopg.Connection, target: Target, chg: str, snapshot_scope: str | None) -> None:

@@ -126,3 +126,25 @@ def test_the_change_feed_numbers_a_merge_in_one_unbroken_block(warehouse, db, in
     assert db.execute("select bool_and(seq > (select max(seq) from store.change_log where delivery_id = %s "
                       "and operation <> 'delete')) from store.change_log where delivery_id = %s "
                       "and operation = 'delete'", (d2, d2)).fetchone() == (True,)
+
+
+def test_a_first_load_writes_its_changes_into_a_table_that_inherits_the_change_feed(warehouse, db, inbox, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(history, "BULK_MIN_ROWS", 100)
+    week1 = generate("CUTRU", 300, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=11)
+    first = ingest_file(week1["path"])["delivery_id"]
+    child = f"store.change_log_{first}_person"
+    assert db.execute("select count(*) from only store.change_log").fetchone() == (0,)
+    assert db.execute(f"select count(*), max(seq) - min(seq) + 1 from {child}").fetchone() == (300, 300)
+    assert db.execute("select pg_get_constraintdef(oid) from pg_constraint where conrelid = %s::regclass "
+                      "and contype = 'p'", (child,)).fetchone() == ("PRIMARY KEY (seq)",)
+    # a small merge afterwards writes into the change feed itself; readers see both, in order
+    week2 = snapshot_changes(week1["path"], tmp_path, changed=0.02, removed=0.0, new=0.0, seed=2,
+                             date=dt.date(2026, 11, 20))
+    second = ingest_file(week2["path"])["delivery_id"]
+    assert db.execute("select count(*) from only store.change_log").fetchone() == (6,)
+    feed = db.execute("select delivery_id, operation, count(*), min(seq), max(seq) from core.changes "
+                      "group by 1, 2 order by 4").fetchall()
+    assert [row[:3] for row in feed] == [(first, "insert", 300), (second, "update", 6)]
+    assert feed[0][4] < feed[1][3]
+    assert db.execute("select count(*) from core.changes where seq > %s", (feed[0][4],)).fetchone() == (6,)
