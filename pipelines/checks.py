@@ -122,8 +122,7 @@ group by grouping sets ({', '.join(f'({col})' for col in cols)})"""
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
                 constants: dict[str, str], repeated_table: str, rows: tuple[int, int] | None = None,
-                create: bool = True, empty: bool = False, dictionary_tables: dict[str, str] | None = None,
-                content_hash: str = "null::text") -> str:
+                create: bool = True, empty: bool = False, dictionary_tables: dict[str, str] | None = None) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
     rows: only the staged rows whose _row is in this closed range (several connections check a
@@ -136,8 +135,6 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     repeated_table: the keys sent more than once among them (repeated_sql).
     dictionary_tables: {name: table} of dictionaries already built (see dictionaries()); without
     them, the statement builds its own over its rows.
-    content_hash: SQL over the row `ruled` of its version's content hash (history.hash_sql), kept as
-    _content_hash: computed here, on every connection, rather than by the merge on one.
 
     Cost is what matters here (10 million rows): types with few distinct values are conformed once
     per distinct value in a dictionary and joined back; each level is its own subquery (offset 0)
@@ -260,7 +257,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     return f"""
 {head}
 with {(',' + chr(10)).join(withs)}
-select {', '.join(['ruled._row', 'ruled._key', 'ruled._raw_hash', f'{content_hash} as _content_hash']
+select {', '.join(['ruled._row', 'ruled._key', 'ruled._raw_hash']
                   + ['ruled.' + name for name, _ in output_columns(contract)]
                   + ['ruled.' + name for name in constants] + ['ruled.rule_' + code for code in by_code])},
        case when repeated.conflict then {key_shown} end as rule_duplicate_key,

@@ -3,8 +3,8 @@
 Valid time (valid_from/valid_to) says when a version was true; recorded time
 (recorded_from/recorded_to) when the warehouse knew it. Nothing is updated but recorded_to:
 ending a version records a copy of it with its valid_to set. The current state is the version
-with both ends open. Unchanged rows (same content hash, same scope) write nothing, so re-running
-a delivery changes nothing.
+with both ends open. Unchanged rows (same content, same scope) write nothing, so re-running a
+delivery changes nothing.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-BOOKKEEPING = {"version_id", "scope", "content_hash", "raw_hash", "delivery_id", "valid_from", "valid_to",
+BOOKKEEPING = {"version_id", "scope", "raw_hash", "delivery_id", "valid_from", "valid_to",
                "recorded_from", "recorded_to"}
 CURRENT = "{a}.valid_to = 'infinity' and {a}.recorded_to = 'infinity'"
 CHANGE_FEED_LOCK = 7_301_002
@@ -45,11 +45,11 @@ def content_columns(conn: psycopg.Connection, target: Target) -> list[str]:
     return [c for c in stored_columns(conn, target.entity) if c not in BOOKKEEPING]
 
 
-def hash_sql(columns: list[str], target: Target, alias: str, absent: tuple[str, ...] = ()) -> str:
-    """A version's content hash: md5 of its content columns as a row's text. absent: columns taken
-    as NULL (the checked pass hashes a row before the merge's enrichment, when it adds nothing)."""
-    hashed = [c for c in columns if c not in target.ignore_in_hash]
-    return "md5(row(" + ", ".join("null" if c in absent else f"{alias}.{c}" for c in hashed) + ")::text)"
+def content_sql(columns: list[str], target: Target, alias: str) -> str:
+    """A version's content as text (its content columns as a row's text, the ignored ones left
+    out): two versions with the same text are the same, whatever the bytes they came from."""
+    compared = [c for c in columns if c not in target.ignore_in_hash]
+    return "row(" + ", ".join(f"{alias}.{c}" for c in compared) + ")::text"
 
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
@@ -71,9 +71,6 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     incoming_cols = {r[0] for r in conn.execute(
         "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0", (incoming,))}
     raw_hash = "a._raw_hash" if "_raw_hash" in incoming_cols else "null"
-    content_hash = hash_sql(cols, target, "a")
-    if "_content_hash" in incoming_cols:  # computed by the (parallel) checked pass, when it could be
-        content_hash = f"coalesce(a._content_hash, {content_hash})"
     key_join = " and ".join(f"h.{k} = a.{k}" for k in target.key)
     key_cols = ", ".join(target.key)
     chg = f"stage.changes_{delivery_id}_{target.entity}"  # unlogged work table (temp tables are slow here)
@@ -93,7 +90,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
                h.scope as old_scope, h.raw_hash as old_raw_hash, a._scope as new_scope, {raw_hash}::text as new_raw_hash
         from {incoming} a
         left join {target.table} h on {key_join} and {CURRENT.format(a='h')}
-        where h.version_id is null or h.content_hash <> {content_hash} or h.scope <> a._scope""")
+        where h.version_id is null or h.scope <> a._scope
+           or {content_sql(cols, target, 'h')} <> {content_sql(cols, target, 'a')}""")
     if snapshot_scope is not None:
         keep = ""  # anti-joins, not NOT IN: these lists can hold millions
         # keys as the checked pass writes them: columns as text joined by |
@@ -120,9 +118,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
             where h.version_id = c.version_id and c.op <> 'new'
             returning h.*, c.new_valid_from
         )
-        insert into {target.table} ({col_list}, scope, content_hash, raw_hash, delivery_id,
-                                    valid_from, valid_to, recorded_from)
-        select {col_list}, scope, content_hash, raw_hash, delivery_id, valid_from, new_valid_from, now()
+        insert into {target.table} ({col_list}, scope, raw_hash, delivery_id, valid_from, valid_to, recorded_from)
+        select {col_list}, scope, raw_hash, delivery_id, valid_from, new_valid_from, now()
         from ended
         where new_valid_from > valid_from""")
     # the new versions. The lock (held to commit) makes change-feed sequence numbers visible in
@@ -144,8 +141,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         # are built afterwards, the order does not matter
         order = "" if rebuilt else "order by " + ", ".join("a." + k for k in target.key)
         conn.execute(f"""
-            insert into {target.table} ({col_list}, scope, content_hash, raw_hash, delivery_id, valid_from, recorded_from)
-            select {', '.join('a.' + c for c in cols)}, a._scope, {content_hash}, {raw_hash},
+            insert into {target.table} ({col_list}, scope, raw_hash, delivery_id, valid_from, recorded_from)
+            select {', '.join('a.' + c for c in cols)}, a._scope, {raw_hash},
                    %(delivery)s, {valid_from}, now()
             from {source}
             {order}""",

@@ -44,7 +44,7 @@ def parallel_workers() -> int:
 
 def connect(url: str) -> psycopg.Connection:
     conn = psycopg.connect(url, autocommit=True)
-    conn.execute("set timezone = 'UTC'")  # content hashes render timestamps as text
+    conn.execute("set timezone = 'UTC'")  # the merge compares versions' content as text
     # a delivery's statements scan millions of rows: let the planner use parallel workers sooner
     # (measured: the known-row lookup of 1M rows, 4.6 s -> 3.0 s on 2 cores)
     conn.execute("set parallel_setup_cost = 100")
@@ -391,13 +391,7 @@ class Run:
                                                  dictionary_tables=tables)] for part in ranges])
 
     def _checked_sql(self, table: str, present: set[str], constants: dict[str, str], **options) -> str:
-        """checks.checked_sql for this delivery, with its versions' content hash as the merge computes
-        it, the contract's enrichment taken as adding nothing (_accept keeps it only then)."""
-        c = self.contract
-        content_hash = history.hash_sql(history.content_columns(self.conn, self.target), self.target, "ruled",
-                                        absent=tuple(c.enrich.get("columns", {})))
-        return checks.checked_sql(c, table, self.checked, present, constants, self.repeated,
-                                  content_hash=content_hash, **options)
+        return checks.checked_sql(self.contract, table, self.checked, present, constants, self.repeated, **options)
 
     def _on_connections(self, batches: list[list[str]]) -> None:
         """Run each batch of statements in order on a connection of its own, the batches at once."""
@@ -450,7 +444,8 @@ class Run:
         target = self.target
         with self.conn.transaction():
             with self.timer("quarantine"):
-                self._quarantine()
+                if counts["rows_quarantined"]:  # (else its join would still read every staged row)
+                    self._quarantine()
             with self.timer("conform"):
                 self._accept(target)
             snapshot = c.mode == "snapshot" and not self.partial  # a resubmission removes nothing
@@ -520,14 +515,11 @@ class Run:
             vf = c.column(c.valid_from)
             valid_from = (f"a.{vf.to}" if vf.rule.sql_type == "timestamptz"
                           else f"(a.{vf.to}::timestamp at time zone interval '+07:00')")
-        # the checked pass's content hash holds when the enrichment adds nothing to the row
-        unenriched = " and ".join(f"{expr} is null" for expr in enriched.values())
-        content_hash = f"case when {unenriched} then a._content_hash end" if unenriched else "a._content_hash"
         # a view, not a copy: the merge reads it twice, which costs less than writing it once
         self.conn.execute(f"""
             create view {self.accepted} as
             select {', '.join(select)}, {valid_from} as _valid_from, {sql.Literal(self.name.province).as_string(self.conn)}::text as _scope,
-                   a._raw_hash, {content_hash} as _content_hash
+                   a._raw_hash
             from {self.checked} a {c.enrich.get("join", "")}
             where not a._failed and not a._extra_copy""")
 

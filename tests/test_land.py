@@ -323,7 +323,7 @@ def test_parcel_boxes_are_gist_indexed(warehouse, db, inbox):
 def test_a_rerun_changes_nothing_and_a_snapshot_removes_a_parcel(warehouse, db, inbox):
     rows = [parcel(no="1"), parcel(no="2", geom=square(1)), parcel(no="3", geom=square(2))]
     first = tddat(inbox, "TDDAT_01_20261120_001.csv", rows)
-    store = "select version_id, content_hash, recorded_from, valid_to::text from store.land_parcel order by 1"
+    store = "select version_id, raw_hash, recorded_from, valid_to::text from store.land_parcel order by 1"
     before = db.execute(store).fetchall()
     # the same content in other bytes (CRLF, a BOM), and then as GeoJSON: nothing changes
     again = ingest_file(write(inbox, "TDDAT_01_20261120_002.csv", "\ufeff" + csv_text(TDDAT_HEADER, rows),
