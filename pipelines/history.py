@@ -54,7 +54,7 @@ def content_sql(columns: list[str], target: Target, alias: str) -> str:
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
           snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None,
-          known_keys: str | None = None) -> dict[str, int]:
+          known_keys: str | None = None, known_count=None) -> dict[str, int]:
     """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
 
     snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
@@ -62,6 +62,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     (rows of this delivery that were quarantined: present, but not yet readable).
     known_keys: a query of the keys (as keep_keys spells them) of the current versions this
     delivery sent again byte for byte (not in `incoming`): they are unchanged and present.
+    known_count: a function giving how many distinct keys known_keys lists (else counted here).
     Returns counts of new, changed, unchanged, removed keys.
 
     Written for weekly snapshots of millions of rows where few change: only the changed and
@@ -100,14 +101,23 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
             keep += f" and not exists (select 1 from ({keep_keys}) q (k) where q.k = {key_text})"
         if known_keys:
             keep += f" and not exists (select 1 from ({known_keys}) kk (k) where kk.k = {key_text})"
+        # written to a table of its own first: an INSERT's query never runs in parallel, a CREATE
+        # TABLE AS's may (a 10M-row snapshot's search, 11 s -> 6 s on 2 cores)
+        removed = f"stage.removed_{delivery_id}_{target.entity}"
+        conn.execute(f"drop table if exists {removed}")
         conn.execute(f"""
-            insert into {chg} ({key_cols}, op, version_id, old_valid_from, new_valid_from, old_scope, old_raw_hash)
-            select {', '.join('h.' + k for k in target.key)}, 'removed', h.version_id, h.valid_from,
-                   %(at)s::timestamptz, h.scope, h.raw_hash
+            create unlogged table {removed} {WORK} as
+            select {', '.join('h.' + k for k in target.key)}, 'removed'::text as op, h.version_id,
+                   h.valid_from as old_valid_from, %(at)s::timestamptz as new_valid_from, h.scope as old_scope,
+                   h.raw_hash as old_raw_hash
             from {target.table} h
             where {CURRENT.format(a='h')} and h.scope = %(scope)s
               and not exists (select 1 from {incoming} a where {key_join}) {keep}""",
                      {"scope": snapshot_scope, "at": snapshot_at})
+        conn.execute(f"""
+            insert into {chg} ({key_cols}, op, version_id, old_valid_from, new_valid_from, old_scope, old_raw_hash)
+            select * from {removed}""")
+        conn.execute(f"drop table {removed}")
     conn.execute(f"analyze {chg}")
     col_list = ", ".join(cols)
     # end the versions that changed or left: record the old version with its valid_to closed
@@ -149,7 +159,9 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
                      {"delivery": delivery_id})
     log_changes(conn, target, chg, sum(counts.values()), delivery_id)
     keep_digests(conn, target, chg, snapshot_scope)
-    if known_keys:  # (a line sent twice byte for byte is one version)
+    if known_count is not None:  # (counted elsewhere meanwhile)
+        total += known_count()
+    elif known_keys:  # (a line sent twice byte for byte is one version)
         total += conn.execute(f"select count(distinct k) from ({known_keys}) kk (k)").fetchone()[0]
     conn.execute(f"drop table {chg}")
     new, changed = counts.get("new", 0), counts.get("changed", 0)

@@ -74,10 +74,11 @@ PRELOAD_MAX_BYTES = 32 << 20  # a file this small waits for GX rather than for t
 
 def _preload_gx() -> None:
     """Import Great Expectations (seconds of imports) in a thread while a small file is staged
-    and checked, which then takes less time than the import. (A large file's validation imports
-    it later, while the rows are published: staging and checking it keep every core busy, and a
-    thread of this process competes with the database server for them whatever its nice value,
-    the two being in different scheduling groups.)"""
+    and checked, or while the rows of a snapshot that are not sent again are found and checked:
+    either takes less time than the import. (A first load of a large file imports it while its
+    rows are published: staging and checking them keep every core busy, and a thread of this
+    process competes with the database server for them whatever its nice value, the two being
+    in different scheduling groups.)"""
     import threading
 
     def load():
@@ -92,7 +93,7 @@ def _preload_gx() -> None:
     threading.Thread(target=load, name="gx-import", daemon=True).start()
 
 
-def _in_background(function) -> Future:
+def _in_background(function, name: str) -> Future:
     """Run function() in a daemon thread (the process never waits for it at exit); its future."""
     import threading
 
@@ -103,7 +104,7 @@ def _in_background(function) -> Future:
             future.set_result(function())
         except BaseException as exc:  # handed to whoever waits for the result
             future.set_exception(exc)
-    threading.Thread(target=run, name="gx-validate", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 
@@ -184,6 +185,7 @@ class Run:
         self.partial = False
         self.sent_again = 0  # rows of a snapshot that is its scope's current versions sent again
         self.validation: Future | None = None  # GX's run over the checked rows (in the background)
+        self.known_count: Future | None = None  # distinct keys of the rows sent again (likewise)
         self.dictionary_tables: list[str] = []  # the checked pass's, when built apart (stage.dict_*)
         self.delivery_id = self._register()
         self.report_dir = s.reports / (self._feed_guess() or "UNKNOWN") / str(self.delivery_id)
@@ -243,7 +245,7 @@ class Run:
             self._check(present)
         # GX reads the checked rows while they are published (the merge leaves a core idle); the
         # receipt waits for it, and its failure rolls the publication back
-        self.validation = _in_background(self._validate)
+        self.validation = _in_background(self._validate, "gx-validate")
         pause_at("validated")
         with self.timer("count"):
             counts = self._count()
@@ -323,7 +325,9 @@ class Run:
                     self.conn.execute(statement)
                 self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
                 return
-            # rows sent again byte for byte are known good: only the others are checked
+            # rows sent again byte for byte are known good: only the others are checked. So few
+            # are left that the checked pass ends before GX could be imported: import it now
+            _preload_gx()
             rows = self.unknown
             self.conn.execute(checks.unknown_sql(c, self.raw, rows, present, constants, f"store.{c.entity}"),
                               {"scope": self.name.province})
@@ -332,6 +336,9 @@ class Run:
             if clashes:
                 self.conn.execute(f"drop table {rows}")
                 self.conn.execute(checks.rest_sql(self.raw, rows, self.known))
+            # how many keys were sent again (the merge's `unchanged`): a sort of them all, done on
+            # another connection while the other rows are checked and merged (10M rows: 6 s)
+            self.known_count = _in_background(self._count_known, "count-known")
         # statistics of the columns the next plans join on (all of them: twice the time)
         keys = [checks.stage_column(c.column(k)) for k in c.key if k not in constants and c.column(k).source in present]
         self.conn.execute(f"analyze {rows} ({', '.join(['_row', *keys])})")
@@ -405,6 +412,10 @@ class Run:
         with ThreadPoolExecutor(len(batches)) as pool:
             list(pool.map(run, batches))  # re-raises the first error
 
+    def _count_known(self) -> int:
+        with connect(self.url) as conn:
+            return conn.execute(f"select count(distinct _key) from {self.known}").fetchone()[0]
+
     def _scope_has_versions(self) -> bool:
         """Whether the store holds current versions of this delivery's scope (else, a first load,
         no row can be known and the lookup is skipped)."""
@@ -458,7 +469,8 @@ class Run:
                         snapshot_scope=self.name.province if snapshot else None,
                         snapshot_at=dt.datetime.combine(self.name.date, dt.time(), dt.timezone(dt.timedelta(hours=7))),
                         keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None,
-                        known_keys=f"select _key from {self.known}" if self._exists(self.known) else None)
+                        known_keys=f"select _key from {self.known}" if self._exists(self.known) else None,
+                        known_count=self.known_count.result if self.known_count else None)
                 self._effects()
                 self._after_merge()
                 resolved = self._resolve(snapshot)
@@ -598,8 +610,8 @@ class Run:
         return receipt
 
     def drop_stage(self) -> None:
-        if self.validation is not None:  # a run that stopped early: GX may still read the checked rows
-            wait([self.validation])
+        # a run that stopped early: GX may still read the checked rows, a count the known ones
+        wait([f for f in (self.validation, self.known_count) if f is not None])
         self.conn.execute(f"drop view if exists {self.accepted}")
         for table in (self.raw, self.checked, self.repeated, self.known, self.unknown, *self.dictionary_tables):
             self.conn.execute(f"drop table if exists {table}")
