@@ -106,7 +106,7 @@ def dictionaries(contract: Contract, raw_table: str, present: set[str],
 
 def dictionary_keys_sql(contract: Contract, raw_table: str, table: str, present: set[str]) -> str | None:
     """CREATE TABLE of the distinct keys of every dictionary, from one scan of the staged rows
-    (hashed grouping sets: ~0.7 s for six dictionaries of 1M rows, against 1.2 s for six scans).
+    (hashed grouping sets: 0.7-1 s for six dictionaries of 1M rows, against 1.2 s for six scans).
     Materialised and then read by dictionaries(keys_table=...): planned inside the checked pass,
     the same grouping sets were estimated six orders of magnitude wrong (9 s -> 37 s)."""
     parts = _dictionary_keys(contract, present)
