@@ -9,9 +9,10 @@ Configured by the environment (unset or empty = off):
   COREHUB_LINEAGE_NAMESPACE   the jobs' namespace (default `corehub`)
 
 Each processed delivery gives two events of one run: START (when the delivery began) and COMPLETE
-(loaded, possibly with rejections) or FAIL (rejected: nothing loaded; the reason is the run's
-errorMessage facet). A duplicate gives none. The job is `ingest_<feed>.ingest`, like the Airflow
-task that runs it. Datasets follow OpenLineage's naming:
+(loaded, possibly with rejections; or superseded, with no outputs: nothing was loaded) or FAIL
+(rejected: nothing loaded; the reason is the run's errorMessage facet). A duplicate gives none.
+The job is `ingest_<feed>.ingest`, like the Airflow task that runs it. Datasets follow
+OpenLineage's naming:
 
   input   namespace `file`, name = the archived bytes ($COREHUB_HOME/archive/<sha256>); the delivered
           file name is its symlink (namespace `corehub-delivery`, name `<FEED>/<file name>`)
@@ -109,7 +110,7 @@ def delivery_events(receipt: dict, province: str | None, stages: dict[str, float
                                              job_type_job, output_statistics_output_dataset, symlinks_dataset)
     from openlineage.client.uuid import generate_new_uuid
 
-    from .orchestration import INGEST_TASK_ID, ingest_dag_id
+    from .orchestration import CHANGED_STATUSES, INGEST_TASK_ID, ingest_dag_id
 
     namespace = namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -135,7 +136,7 @@ def delivery_events(receipt: dict, province: str | None, stages: dict[str, float
 
     db_namespace = f"postgres://{warehouse['host']}:{warehouse['port']}"
     outputs = []
-    if status != "rejected":
+    if status in CHANGED_STATUSES:
         for i, entity in enumerate(dict.fromkeys(entities)):
             stats = {}
             if i == 0:

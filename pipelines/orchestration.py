@@ -130,15 +130,12 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        # quiet and fast: no demo connections in the metadata DB, no plugins until needed,
-        # no version check against the internet, no usage data
-        "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
+        # quiet and fast: no plugins until needed, room for a slow first DAG import, the
+        # configuration not shown in the UI. (Airflow 3.3 has no default connections to skip
+        # and no usage-data setting: `airflow db migrate` creates none and sends nothing.)
         "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "True",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__API__EXPOSE_CONFIG": "False",
-        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-        "SCARF_ANALYTICS": "false",
-        "DO_NOT_TRACK": "true",
         # local only: `airflow standalone` / api-server without a login
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
     }

@@ -301,6 +301,13 @@ def test_every_ingest_emits_openlineage_events_to_a_file(warehouse, inbox, tmp_p
     assert deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER, [person(), person(pid="12")])["status"] == "duplicate"
     assert not events_file.exists()
 
+    # an older snapshot than the one applied: COMPLETE, but it wrote nothing
+    late = deliver(inbox, "CUTRU_01_20261119_001.csv", CUTRU_HEADER, [person()])
+    assert late["status"] == "superseded"
+    start, complete = _events(events_file)
+    assert complete["eventType"] == "COMPLETE" and complete["outputs"] == []
+    assert complete["run"]["facets"]["corehub_delivery"]["status"] == "superseded"
+
 
 def test_lineage_goes_to_an_http_endpoint(warehouse, inbox, monkeypatch, webhook):
     monkeypatch.setenv(lineage.LINEAGE_ENV, webhook.url)  # e.g. Marquez: the default endpoint path
