@@ -59,15 +59,19 @@ def _dictionary_parts(col: Column) -> list[tuple[str, str, str]]:
 
 
 def _dictionary_keys(contract: Contract, present: set[str]) -> list[tuple[str, Column, str, str]]:
-    """(name, column, key SQL over the staged row s, value SQL over the key {k}) of every dictionary."""
+    """(name, column, key SQL over the cleaned text {v}, value SQL over the key {k}) of every dictionary."""
     out = []
     for c in contract.columns:
         if not c.rule.dictionary or c.source not in present:
             continue
         for suffix, key, value in _dictionary_parts(c):
-            out.append((f"d_{c.to}{'_' + suffix if suffix else ''}", c, key.format(v=clean(f"s.{stage_column(c)}")),
-                        value))
+            out.append((f"d_{c.to}{'_' + suffix if suffix else ''}", c, key, value))
     return out
+
+
+def _staged_key(key: str, c: Column) -> str:
+    """A dictionary's key SQL over the staged row s."""
+    return key.format(v=clean(f"s.{stage_column(c)}"))
 
 
 def _dictionary_select(contract: Contract, c: Column, value: str, keys: str) -> str:
@@ -99,7 +103,7 @@ def dictionaries(contract: Contract, raw_table: str, present: set[str],
             mask = (1 << len(parts)) - 1 - (1 << (len(parts) - 1 - i))
             keys = f"(select k{i} as k from {keys_table} where g = {mask})"
         else:
-            keys = f"(select distinct {key} as k from {raw_table} s{in_range})"
+            keys = f"(select distinct {_staged_key(key, c)} as k from {raw_table} s{in_range})"
         out[name] = _dictionary_select(contract, c, value, keys)
     return out
 
@@ -116,7 +120,7 @@ def dictionary_keys_sql(contract: Contract, raw_table: str, table: str, present:
     return f"""
 create unlogged table {table} {WORK} as
 select grouping({', '.join(cols)}) as g, {', '.join(cols)}
-from (select {', '.join(f'{key} as k{i}' for i, (_, _, key, _) in enumerate(parts))} from {raw_table} s offset 0) s
+from (select {', '.join(f'{_staged_key(key, c)} as k{i}' for i, (_, c, key, _) in enumerate(parts))} from {raw_table} s offset 0) s
 group by grouping sets ({', '.join(f'({col})' for col in cols)})"""
 
 
@@ -148,13 +152,9 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
 
     # dictionaries: built by this statement, or already (shared by the connections of a large delivery)
     withs, dict_joins = [], []
-    for c in cols:
-        if not c.rule.dictionary or c.source not in present:
-            continue
-        for suffix, key, _ in _dictionary_parts(c):
-            name = f"d_{c.to}{'_' + suffix if suffix else ''}"
-            table = f"{dictionary_tables[name]} {name}" if dictionary_tables else name
-            dict_joins.append(f"left join {table} on {name}.k = {key.format(v='cleaned.c_' + c.to)}")
+    for name, c, key, _ in _dictionary_keys(contract, present):
+        table = f"{dictionary_tables[name]} {name}" if dictionary_tables else name
+        dict_joins.append(f"left join {table} on {name}.k = {key.format(v='cleaned.c_' + c.to)}")
     if not dictionary_tables:
         withs = [f"{name} as ({select})" for name, select in dictionaries(contract, raw_table, present, rows).items()]
 

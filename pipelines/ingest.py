@@ -10,8 +10,9 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import psycopg
@@ -79,8 +80,6 @@ def _preload_gx() -> None:
     rows are published: staging and checking them keep every core busy, and a thread of this
     process competes with the database server for them whatever its nice value, the two being
     in different scheduling groups.)"""
-    import threading
-
     def load():
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only (Linux)
@@ -90,13 +89,11 @@ def _preload_gx() -> None:
             from . import gx_validation  # noqa: F401
         except Exception:  # the validate stage imports it again and reports properly
             pass
-    threading.Thread(target=load, name="gx-import", daemon=True).start()
+    _in_background(load, "gx-import")
 
 
 def _in_background(function, name: str) -> Future:
     """Run function() in a daemon thread (the process never waits for it at exit); its future."""
-    import threading
-
     future: Future = Future()
 
     def run():
@@ -397,8 +394,6 @@ class Run:
 
     def _on_connections(self, batches: list[list[str]]) -> None:
         """Run each batch of statements in order on a connection of its own, the batches at once."""
-        from concurrent.futures import ThreadPoolExecutor
-
         def run(statements: list[str]) -> None:
             with connect(self.url) as conn:
                 for statement in statements:
