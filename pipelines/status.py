@@ -22,9 +22,10 @@ from decimal import Decimal
 
 import psycopg
 
+from .orchestration import CHANGED_STATUSES as ACCEPTED  # the statuses that loaded rows
+
 #: how often each contract mode is expected to deliver, per province
 CADENCE = {"snapshot": dt.timedelta(days=7)}
-ACCEPTED = ("loaded", "loaded_with_rejections")
 DEFAULT_WEEKS = 8
 DEFAULT_GRACE_DAYS = 1
 
