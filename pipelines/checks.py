@@ -18,8 +18,9 @@ def stage_column(col: Column) -> str:
 
 
 def clean(expr: str) -> str:
-    """Trimmed text; empty and the literal NULL that some offices send become SQL NULL."""
-    return f"nullif(nullif(btrim({expr}), ''), 'NULL')"
+    """Trimmed text; empty and the literal NULL that some offices send become SQL NULL
+    (sql/064_checked_pass_costs.sql)."""
+    return f"rules.clean_text({expr})"
 
 
 def _value_sql(col: Column, contract: Contract, v: str, j: str, d: str) -> str:
@@ -161,7 +162,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     # level 1: cleaned text, and whether the row is a header line repeated mid-file
     level1 = [f"{src(c)} as c_{c.to}" for c in cols]
     header_repeat = " and ".join(
-        f"upper(btrim(s.{stage_column(c)})) = {sql_literal(c.source)}" for c in cols if c.source in present)
+        f"upper(rules.trim_spaces(s.{stage_column(c)})) = {sql_literal(c.source)}" for c in cols if c.source in present)
 
     # level 2: typed values that need no lookup (from a dictionary when the type has one)
     level2 = []
@@ -203,23 +204,22 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
         for suffix, expr, _ in c.rule.extras:   # e.g. a survey-time ward's current ward, from the same join
             level3.append(f"{expr.format(v='t.c_' + c.to, j=j, d=d)} as {c.to}{suffix}")
 
-    # rule columns, one per reason code
-    by_code: dict[str, list[str]] = {}
+    # rule columns, one per reason code: (condition, what the agency reads) of each part
+    by_code: dict[str, list[tuple[str, str]]] = {}
     for c in cols:
         if c.required:
-            by_code.setdefault("missing_required", []).append(f"case when c_{c.to} is null then {sql_literal(c.source)} end")
+            by_code.setdefault("missing_required", []).append((f"c_{c.to} is null", sql_literal(c.source)))
         elif c.required_when:
             by_code.setdefault("missing_required", []).append(
-                f"case when c_{c.to} is null and ({c.required_when}) then {sql_literal(c.source)} end")
+                (f"c_{c.to} is null and ({c.required_when})", sql_literal(c.source)))
     for c in cols:
         if c.rule.code:
-            by_code.setdefault(c.rule.code, []).append(
-                f"case when bad_{c.to} then {sql_literal(c.source + '=')} || c_{c.to} end")
+            by_code.setdefault(c.rule.code, []).append((f"bad_{c.to}", f"{sql_literal(c.source + '=')} || c_{c.to}"))
     for r in contract.rules:
         inputs_ok = " and ".join(f"not bad_{contract_col(contract, i).to}" for i in r.inputs) or "true"
         shown = " || ' ' || ".join(f"{sql_literal(i + '=')} || coalesce(c_{contract_col(contract, i).to}, '')"
                                    for i in r.inputs) or sql_literal(r.code)
-        by_code.setdefault(r.code, []).append(f"case when {inputs_ok} and ({r.fails}) then {shown} end")
+        by_code.setdefault(r.code, []).append((f"{inputs_ok} and ({r.fails})", shown))
     rule_cols = [f"{_joined(parts)} as rule_{code}" for code, parts in by_code.items()]
 
     key_cols = _key_columns(contract, constants)
@@ -267,12 +267,13 @@ from ruled left join {repeated_table} repeated on repeated._key = ruled._key
 {"with no data" if empty else ""}"""
 
 
-def _joined(parts: list[str]) -> str:
-    """The non-null parts joined by '; ', NULL when none. Every part starts with the name of its
-    column, so it is never empty: a rule of one part is that part (two calls less per row)."""
+def _joined(parts: list[tuple[str, str]]) -> str:
+    """The texts of the parts whose condition holds, joined by '; ', NULL when none. Most rows
+    break no rule: they only test the conditions, and the texts are built for the others."""
     if len(parts) == 1:
-        return parts[0]
-    return f"nullif(concat_ws('; ', {', '.join(parts)}), '')"
+        return f"case when {parts[0][0]} then {parts[0][1]} end"
+    each = ", ".join(f"case when {cond} then {text} end" for cond, text in parts)
+    return f"case when {' or '.join(f'({cond})' for cond, _ in parts)} then nullif(concat_ws('; ', {each}), '') end"
 
 
 def _key_columns(contract: Contract, constants: dict[str, str]) -> list[Column]:

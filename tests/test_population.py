@@ -7,6 +7,7 @@ import unicodedata
 
 import pytest
 
+from pipelines.config import SQL_DIR
 from pipelines.ingest import ingest_file
 from population_helpers import CUTRU_HEADER, HOTICH_HEADER, csv_text, deliver, event, person, to_cp1258, write
 
@@ -122,8 +123,8 @@ def test_text_quirks_are_conformed(warehouse, db, inbox):
         ["001090000001", "NGUYỄN  VĂN   AN", "1990", "NAM", "00004", "01", "01/08/2025 10:00:00", "", "NULL", "x"],
         ["001191000002", unicodedata.normalize("NFD", "Trần Thị Bình"), "00/00/1991", "Nu", "00004", "01",
          "01/08/2025 10:00:00", "NULL", " 5  Hàng Bạc ", ""],
-        ["001090000003", "Lê Văn Cường", "02/01/1990", "nam", "00004", "01", "01/08/2025 10:00:00", "la", "", ""],
-    ]
+        ["001090000003 ", "Lê Văn Cường", "02/01/1990", "nam", " 00004", "01", "01/08/2025 10:00:00", "la", "", ""],
+    ]  # (spaces at both ends, at the end only, at the start only)
     text = csv_text(header, rows[:2]) + ",".join(header) + "\n" + csv_text(header, rows[2:]).split("\n", 1)[1]
     r = ingest_file(write(inbox, "CUTRU_01_20261120_001.csv", text + "\n\n  \n"))
     assert (r["status"], r["rows_read"], r["rows_loaded"], r["rows_quarantined"]) == ("loaded", 3, 3, 0)
@@ -133,6 +134,34 @@ def test_text_quirks_are_conformed(warehouse, db, inbox):
         ("001090000003", "Lê Văn Cường", dt.date(1990, 1, 2), "day", "male", "LA", None),
         ("001191000002", "Trần Thị Bình", dt.date(1991, 1, 1), "year", "female", "VN", "5  Hàng Bạc"),
     ]
+
+
+def test_personal_id_agreement_gives_the_verdicts_of_its_first_definition(db):
+    """sql/064 answers most IDs without a regular expression; its verdicts must be sql/062's, for
+    IDs of every shape (a non-digit at each position, wrong lengths), centuries and sexes."""
+    first = (SQL_DIR / "062_person_id_rules.sql").read_text()
+    first = first[first.index("create or replace function rules.personal_id_agrees"):]
+    db.execute(first.replace("rules.personal_id_agrees", "pg_temp.agrees_062"))
+    verdicts = db.execute("""
+        with ids as (
+            select '0' || lpad(p::text, 2, '0') || c::text || lpad(y::text, 2, '0') || '123456' as id
+            from generate_series(1, 96, 5) p, generate_series(0, 9) c, generate_series(0, 99, 7) y
+        ), shapes as (
+            select id from ids
+            union all select overlay(id placing x from n for 1) from ids, generate_series(1, 12) n,
+                             (values ('x'), ('٣'), (' ')) v (x) where n in (1, 4, 5, 6, 9, 12)
+            union all select left(id, 11) from ids union all select id || '7' from ids
+            union all select null
+        ), births as (
+            select make_date(y, 6, 15) as birth from unnest(array[1800, 1899, 1900, 1950, 1999, 2000, 2024,
+                                                                  2099, 2100, 2199, 2200]) y
+            union all select null
+        )
+        select rules.personal_id_agrees(id, birth, sex) as now, pg_temp.agrees_062(id, birth, sex) as first
+        from shapes, births, (values ('male'), ('female'), (null)) s (sex)""").fetchall()
+    assert len(verdicts) > 100_000
+    assert [v for v in verdicts if v[0] is not v[1]] == []
+    assert {v[0] for v in verdicts} == {True, False}
 
 
 def test_snapshot_semantics_and_history(warehouse, db, inbox):
