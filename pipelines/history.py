@@ -118,29 +118,33 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
             insert into {chg} ({key_cols}, op, version_id, old_valid_from, new_valid_from, old_scope, old_raw_hash)
             select * from {removed}""")
         conn.execute(f"drop table {removed}")
-    conn.execute(f"analyze {chg}")
+    counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
+    total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
+    # every incoming row a new key (a first load): nothing below joins the work table
+    all_new = counts.get("new", 0) == total and not counts.get("changed")
+    if not all_new:
+        conn.execute(f"analyze {chg}")
     col_list = ", ".join(cols)
     # end the versions that changed or left: record the old version with its valid_to closed
-    conn.execute(f"""
-        with ended as (
-            update {target.table} h set recorded_to = now()
-            from {chg} c
-            where h.version_id = c.version_id and c.op <> 'new'
-            returning h.*, c.new_valid_from
-        )
-        insert into {target.table} ({col_list}, scope, raw_hash, delivery_id, valid_from, valid_to, recorded_from)
-        select {col_list}, scope, raw_hash, delivery_id, valid_from, new_valid_from, now()
-        from ended
-        where new_valid_from > valid_from""")
+    if counts.get("changed") or counts.get("removed"):
+        conn.execute(f"""
+            with ended as (
+                update {target.table} h set recorded_to = now()
+                from {chg} c
+                where h.version_id = c.version_id and c.op <> 'new'
+                returning h.*, c.new_valid_from
+            )
+            insert into {target.table} ({col_list}, scope, raw_hash, delivery_id, valid_from, valid_to, recorded_from)
+            select {col_list}, scope, raw_hash, delivery_id, valid_from, new_valid_from, now()
+            from ended
+            where new_valid_from > valid_from""")
     # the new versions. The lock (held to commit) makes change-feed sequence numbers visible in
     # commit order, so a reader polling `seq > :last_seen` never skips a change committed late;
     # it also keeps the scope digests in step (one merge at a time from here on).
     conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
-    counts = dict(conn.execute(f"select op, count(*) from {chg} group by op").fetchall())
-    total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
-    if counts.get("new", 0) == total and not counts.get("changed"):
-        # every incoming row is a new key (a first load): no old version to start after, so the
-        # rows are inserted as they come, without joining the work table (1M rows: ~1 s)
+    if all_new:
+        # no old version to start after, so the rows are inserted as they come, without joining
+        # the work table (1M rows: ~1 s)
         source, valid_from = f"{incoming} a", "a._valid_from"
     else:
         source = (f"{incoming} a join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)} "
