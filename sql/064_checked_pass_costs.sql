@@ -1,6 +1,6 @@
 -- Two costs of the checked pass (pipelines/checks.py), which runs once per row of a delivery:
--- 10 million in a large province. Measured with callgrind on 100,000 CUTRU rows: 7.18 billion
--- instructions before, with these and checks.py's rule guards 6.34 billion.
+-- 10 million in a large province. Measured with callgrind on 100,000 CUTRU rows: 6.66 billion
+-- instructions before, 5.83 billion with these and checks.py's rule guards (docs/PERFORMANCE.md).
 
 -- A value without its leading and trailing spaces. btrim() walks every character of a UTF-8
 -- value; two LIKEs test only its ends, and most values have no space to trim (half the
