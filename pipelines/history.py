@@ -9,6 +9,7 @@ delivery changes nothing.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import wait
 from dataclasses import dataclass
 
 import psycopg
@@ -17,6 +18,7 @@ BOOKKEEPING = {"version_id", "scope", "raw_hash", "delivery_id", "valid_from", "
                "recorded_from", "recorded_to"}
 CURRENT = "{a}.valid_to = 'infinity' and {a}.recorded_to = 'infinity'"
 CHANGE_FEED_LOCK = 7_301_002
+CHANGE_LOG = "store.change_log"
 # storage options of every work table (stage.*): no autovacuum, which a DROP at the end of the
 # delivery would otherwise wait a second for (deadlock_timeout) before cancelling it
 WORK = "with (autovacuum_enabled = off)"
@@ -54,7 +56,7 @@ def content_sql(columns: list[str], target: Target, alias: str) -> str:
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
           snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None,
-          known_keys: str | None = None, known_count=None) -> dict[str, int]:
+          known_keys: str | None = None, known_count=None, aside=None) -> dict[str, int]:
     """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
 
     snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
@@ -63,6 +65,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     known_keys: a query of the keys (as keep_keys spells them) of the current versions this
     delivery sent again byte for byte (not in `incoming`): they are unchanged and present.
     known_count: a function giving how many distinct keys known_keys lists (else counted here).
+    aside: a function that runs work(connection) on another connection and returns its Future;
+    with it, a large first load's change feed is written there while the versions are inserted.
     Returns counts of new, changed, unchanged, removed keys.
 
     Written for weekly snapshots of millions of rows where few change: only the changed and
@@ -78,7 +82,8 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     conn.execute(f"drop table if exists {chg}")
     fresh_statistics(conn, target.table)
     total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
-    if snapshot_scope is not None and _first_load(conn, target, incoming, snapshot_scope):
+    first_load = snapshot_scope is not None and _first_load(conn, target, incoming, snapshot_scope)
+    if first_load:
         # every row a new key and nothing to remove: the changes are the incoming rows themselves,
         # read where they are rather than written to a work table first (1M rows: ~0.7 s)
         counts = {"new": total} if total else {}
@@ -119,19 +124,21 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         source = (f"{incoming} a join {chg} c on {' and '.join(f'c.{k} = a.{k}' for k in target.key)} "
                   "and c.op in ('new', 'changed')")
         valid_from = "greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity'))"
-    with bulk_insert(conn, target.table, counts.get("new", 0) + counts.get("changed", 0)) as rebuilt:
-        # in key order the key indexes grow page by page (a 1M insert, 22 s -> 14 s); when they
-        # are built afterwards, the order does not matter
-        order = "" if rebuilt else "order by " + ", ".join("a." + k for k in target.key)
-        conn.execute(f"""
-            insert into {target.table} ({col_list}, scope, raw_hash, delivery_id, valid_from, recorded_from)
-            select {', '.join('a.' + c for c in cols)}, a._scope, {raw_hash},
-                   %(delivery)s, {valid_from}, now()
-            from {source}
-            {order}""",
-                     {"delivery": delivery_id})
-    log_changes(conn, target, changes, sum(counts.values()), delivery_id)
-    keep_digests(conn, target, changes, snapshot_scope)
+    feed = None
+    if first_load and aside and total >= BULK_MIN_ROWS and _owns(conn, CHANGE_LOG):
+        feed = _feed_aside(conn, target, changes, total, delivery_id, aside)
+    try:
+        _insert_versions(conn, target, cols, source, raw_hash, valid_from, delivery_id,
+                         counts.get("new", 0) + counts.get("changed", 0))
+    finally:
+        wait([feed] if feed else [])
+    if feed:
+        added = feed.result()
+        _attach_feed(conn, target, delivery_id)
+        keep_digests(conn, target, changes, snapshot_scope, added=added)
+    else:
+        log_changes(conn, target, changes, sum(counts.values()), delivery_id)
+        keep_digests(conn, target, changes, snapshot_scope)
     if known_count is not None:  # (counted elsewhere meanwhile)
         total += known_count()
     elif known_keys:  # (a line sent twice byte for byte is one version)
@@ -140,6 +147,73 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     new, changed = counts.get("new", 0), counts.get("changed", 0)
     return {"new": new, "changed": changed, "unchanged": total - new - changed,
             "removed": counts.get("removed", 0)}
+
+
+def _insert_versions(conn: psycopg.Connection, target: Target, cols: list[str], source: str, raw_hash: str,
+                     valid_from: str, delivery_id: int, rows: int) -> None:
+    """Insert the new versions: `source` (alias a) gives their content, `valid_from` their start."""
+    with bulk_insert(conn, target.table, rows) as rebuilt:
+        # in key order the key indexes grow page by page (a 1M insert, 22 s -> 14 s); when they
+        # are built afterwards, the order does not matter
+        order = "" if rebuilt else "order by " + ", ".join("a." + k for k in target.key)
+        conn.execute(f"""
+            insert into {target.table} ({', '.join(cols)}, scope, raw_hash, delivery_id, valid_from, recorded_from)
+            select {', '.join('a.' + c for c in cols)}, a._scope, {raw_hash},
+                   %(delivery)s, {valid_from}, now()
+            from {source}
+            {order}""",
+                     {"delivery": delivery_id})
+
+
+def _feed_name(delivery_id: int, target: Target) -> str:
+    """A bulk change feed's own table (in schema store once it is part of the feed)."""
+    return f"change_log_{int(delivery_id)}_{target.entity}"
+
+
+def _stage_feed_name(delivery_id: int, target: Target) -> str:
+    """The same while it is being written (a name recovery.stage_relations finds)."""
+    return f"feed_{int(delivery_id)}_{target.entity}"
+
+
+def _feed_aside(conn: psycopg.Connection, target: Target, changes: str, rows: int, delivery_id: int, aside):
+    """Start writing a first load's change feed on another connection, into a stage table that
+    _attach_feed makes part of the feed in this transaction (until then no reader sees it, and
+    a delivery that fails leaves it to be dropped with its other stage tables). Its sequence
+    numbers are taken here, under the change-feed lock. The Future gives the digest of the
+    loaded rows (versions, hashed, hash_sum), counted there too. Called under the lock."""
+    first = _reserve_seq(conn, rows)
+    at = conn.execute("select now()").fetchone()[0]  # the publication's time, as the feed's default gives it
+    table = f"stage.{_stage_feed_name(delivery_id, target)}"
+    key_text = " || '|' || ".join(f"c.{k}::text" for k in target.key)
+
+    def write(other: psycopg.Connection):
+        with other.transaction():  # created and filled at once: no WAL on the embedded warehouse
+            other.execute(f"create table {table} (like {CHANGE_LOG} including defaults including constraints)")
+            other.execute(f"""
+                insert into {table} (seq, entity, entity_key, operation, delivery_id, changed_at)
+                select %(first)s - 1 + row_number() over (), %(entity)s, {key_text}, 'insert', %(delivery)s, %(at)s
+                from {changes} c""", {"first": first, "entity": target.entity, "delivery": delivery_id, "at": at})
+            other.execute(f"alter table {table} add primary key (seq)")
+        return other.execute(f"select count(*), count(c.new_raw_hash), "
+                             f"coalesce(sum(rules.digest_hash(c.new_raw_hash)), 0) from {changes} c").fetchone()
+
+    return aside(write)
+
+
+def _attach_feed(conn: psycopg.Connection, target: Target, delivery_id: int) -> None:
+    """Make the change feed written by _feed_aside part of store.change_log (seen at commit)."""
+    staged, name = _stage_feed_name(delivery_id, target), _feed_name(delivery_id, target)
+    conn.execute(f"alter table stage.{staged} set schema store")
+    conn.execute(f"alter table store.{staged} rename to {name}")
+    conn.execute(f"alter table store.{name} inherit {CHANGE_LOG}")
+
+
+def _reserve_seq(conn: psycopg.Connection, rows: int) -> int:
+    """The first of `rows` change-feed sequence numbers taken at once (under the change-feed lock)."""
+    sequence = "store.change_log_seq_seq"
+    first = conn.execute("select nextval(%s)", (sequence,)).fetchone()[0]
+    conn.execute("select setval(%s, %s)", (sequence, first + rows - 1))
+    return first
 
 
 def _changes_table_name(delivery_id: int, target: Target) -> str:
@@ -217,19 +291,17 @@ def log_changes(conn: psycopg.Connection, target: Target, changes: str, rows: in
     or a parenthesised query with its columns."""
     if not rows:
         return
-    sequence = "store.change_log_seq_seq"
-    first = conn.execute("select nextval(%s)", (sequence,)).fetchone()[0]
-    conn.execute("select setval(%s, %s)", (sequence, first + rows - 1))
+    first = _reserve_seq(conn, rows)
     key_text = " || '|' || ".join(f"c.{k}::text" for k in target.key)
-    table = "store.change_log"
+    table = CHANGE_LOG
     bulk = rows >= BULK_MIN_ROWS and _owns(conn, table)
     if bulk:
         # a first load's million changes go into a table of their own that inherits the change
         # feed (readers of store.change_log and core.changes read it too): created in this
         # transaction, it is written without the WAL on the embedded warehouse, and its key is
         # built once afterwards (1M rows: 1.3 s -> 0.7 s)
-        table = f"store.change_log_{int(delivery_id)}_{target.entity}"
-        conn.execute(f"create table {table} () inherits (store.change_log)")
+        table = f"store.{_feed_name(delivery_id, target)}"
+        conn.execute(f"create table {table} () inherits ({CHANGE_LOG})")
     conn.execute(f"""
         insert into {table} (seq, entity, entity_key, operation, delivery_id)
         overriding system value
@@ -240,11 +312,22 @@ def log_changes(conn: psycopg.Connection, target: Target, changes: str, rows: in
         conn.execute(f"alter table {table} add primary key (seq)")
 
 
-def keep_digests(conn: psycopg.Connection, target: Target, changes: str, snapshot_scope: str | None) -> None:
+def keep_digests(conn: psycopg.Connection, target: Target, changes: str, snapshot_scope: str | None,
+                 added: tuple | None = None) -> None:
     """Keep store.scope_digest in step with this merge (sql/060_scope_digest.sql): the scopes that
     have a digest get this merge's versions added and its ended versions taken away; a snapshot's
-    scope without one gets it computed from the store (once: every merge keeps it from then on)."""
+    scope without one gets it computed from the store (once: every merge keeps it from then on).
+    added: the (versions, hashed, hash_sum) of a first load's rows, counted already: the whole
+    change, all in snapshot_scope."""
     entity = target.entity
+    if added is not None:
+        conn.execute("""
+            insert into store.scope_digest as d (entity, scope, versions, hashed, hash_sum)
+            values (%s, %s, %s, %s, %s)
+            on conflict (entity, scope) do update
+            set versions = d.versions + excluded.versions, hashed = d.hashed + excluded.hashed,
+                hash_sum = d.hash_sum + excluded.hash_sum""", (entity, snapshot_scope, *added))
+        return
     kept = {scope for (scope,) in conn.execute("select scope from store.scope_digest where entity = %s", (entity,))}
     if kept:
         conn.execute(f"""

@@ -183,7 +183,6 @@ class Run:
         self.sent_again = 0  # rows of a snapshot that is its scope's current versions sent again
         self.validation: Future | None = None  # GX's run over the checked rows (in the background)
         self.known_count: Future | None = None  # distinct keys of the rows sent again (likewise)
-        self.dictionary_tables: list[str] = []  # the checked pass's, when built apart (stage.dict_*)
         self.delivery_id = self._register()
         self.report_dir = s.reports / (self._feed_guess() or "UNKNOWN") / str(self.delivery_id)
         self.raw = f"stage.raw_{self.delivery_id}"
@@ -380,7 +379,6 @@ class Run:
         for name, select in checks.dictionaries(c, rows, present, keys_table=keys).items():
             tables[name] = f"stage.dict_{self.delivery_id}_{name[2:]}"
             dictionaries += [f"create unlogged table {tables[name]} {WORK} as {select}", f"analyze {tables[name]}"]
-        self.dictionary_tables = [keys, *tables.values()]
         self._on_connections([repeated, dictionaries])  # two scans at once (1M rows: 0.8 s + 1.2 s -> 1.1 s)
         self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
         step = (last - first) // workers + 1
@@ -401,6 +399,13 @@ class Run:
 
         with ThreadPoolExecutor(len(batches)) as pool:
             list(pool.map(run, batches))  # re-raises the first error
+
+    def _aside(self, work):
+        """work(connection) on a connection of its own, in the background; its Future."""
+        def run():
+            with connect(self.url) as conn:
+                return work(conn)
+        return _in_background(run, "aside")
 
     def _count_known(self) -> int:
         with connect(self.url) as conn:
@@ -443,12 +448,12 @@ class Run:
     def _publish(self, counts: dict, fmt) -> dict:
         c = self.contract
         target = history.Target(c.entity, c.key, c.ignore_in_hash)
+        with self.timer("conform"):  # (a view of the checked rows, which other connections may read)
+            self._accept(target)
         with self.conn.transaction():
             with self.timer("quarantine"):
                 if counts["rows_quarantined"]:  # (else its join would still read every staged row)
                     self._quarantine()
-            with self.timer("conform"):
-                self._accept(target)
             snapshot = c.mode == "snapshot" and not self.partial  # a resubmission removes nothing
             with self.timer("merge"):
                 if self.sent_again:  # nothing new, nothing changed, nothing left out: nothing to write
@@ -460,7 +465,8 @@ class Run:
                         snapshot_at=dt.datetime.combine(self.name.date, dt.time(), dt.timezone(dt.timedelta(hours=7))),
                         keep_keys=f"select _key from {self.checked} where _failed and _key <> ''" if snapshot else None,
                         known_keys=f"select _key from {self.known}" if self._exists(self.known) else None,
-                        known_count=self.known_count.result if self.known_count else None)
+                        known_count=self.known_count.result if self.known_count else None,
+                        aside=self._aside)
                 self._effects()
                 self._after_merge()
                 resolved = self._resolve(snapshot)
@@ -602,9 +608,7 @@ class Run:
     def drop_stage(self) -> None:
         # a run that stopped early: GX may still read the checked rows, a count the known ones
         wait([f for f in (self.validation, self.known_count) if f is not None])
-        self.conn.execute(f"drop view if exists {self.accepted}")
-        for table in (self.raw, self.checked, self.repeated, self.known, self.unknown, *self.dictionary_tables):
-            self.conn.execute(f"drop table if exists {table}")
+        recovery.drop_stage(self.conn, self.delivery_id)
 
 
 def _copy_problem(exc: psycopg.Error) -> str:

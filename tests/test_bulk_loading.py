@@ -7,9 +7,11 @@ import datetime as dt
 import logging
 import shutil
 
+import pytest
+
 from pipelines import history
 from pipelines.generate import generate, snapshot_changes
-from pipelines.ingest import ingest_file
+from pipelines.ingest import Run, ingest_file
 from population_helpers import CUTRU_HEADER, csv_text, deliver, person, write
 
 RECOMPUTED = """
@@ -143,6 +145,11 @@ def test_a_first_load_writes_its_changes_into_a_table_that_inherits_the_change_f
     assert db.execute(f"select count(*), max(seq) - min(seq) + 1 from {child}").fetchone() == (300, 300)
     assert db.execute("select pg_get_constraintdef(oid) from pg_constraint where conrelid = %s::regclass "
                       "and contype = 'p'", (child,)).fetchone() == ("PRIMARY KEY (seq)",)
+    # (it was written on another connection while the versions were inserted) stamped with the
+    # publication's time, and the digest of the scope counted there equals a recount
+    assert db.execute(f"select distinct c.changed_at = p.recorded_from from {child} c "
+                      "join store.person p on p.person_id = c.entity_key").fetchall() == [(True,)]
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
     # a small merge afterwards writes into the change feed itself; readers see both, in order
     week2 = snapshot_changes(week1["path"], tmp_path, changed=0.02, removed=0.0, new=0.0, seed=2,
                              date=dt.date(2026, 11, 20))
@@ -153,3 +160,31 @@ def test_a_first_load_writes_its_changes_into_a_table_that_inherits_the_change_f
     assert [row[:3] for row in feed] == [(first, "insert", 300), (second, "update", 6)]
     assert feed[0][4] < feed[1][3]
     assert db.execute("select count(*) from core.changes where seq > %s", (feed[0][4],)).fetchone() == (6,)
+
+
+def test_a_first_load_that_fails_after_its_change_feed_was_written_aside_leaves_nothing(warehouse, db, inbox,
+                                                                                        monkeypatch):
+    """The feed of a large first load is written on another connection before the publication
+    commits; when the publication then fails, none of it is published or left behind."""
+    monkeypatch.setattr(history, "BULK_MIN_ROWS", 100)
+    week1 = generate("CUTRU", 300, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=11)
+    effects = Run._effects
+
+    def fail(run):
+        raise RuntimeError("the publication failed after the merge")
+    monkeypatch.setattr(Run, "_effects", fail)
+    with pytest.raises(RuntimeError, match="failed after the merge"):
+        ingest_file(week1["path"])
+    failed = db.execute("select max(delivery_id) from meta.delivery").fetchone()[0]
+    assert db.execute("select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                      "where n.nspname in ('stage', 'store') and c.relname ~ %s",
+                      (f"_{failed}(_|$)",)).fetchall() == []
+    assert db.execute("select (select count(*) from core.changes), (select count(*) from store.person), "
+                      "(select count(*) from store.scope_digest)").fetchone() == (0, 0, 0)
+
+    monkeypatch.setattr(Run, "_effects", effects)
+    r = ingest_file(week1["path"])
+    assert (r["status"], r["changes"]) == ("loaded", {"new": 300, "changed": 0, "unchanged": 0, "removed": 0})
+    assert db.execute("select delivery_id, count(*), max(seq) - min(seq) + 1 from core.changes group by 1"
+                      ).fetchall() == [(r["delivery_id"], 300, 300)]
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
