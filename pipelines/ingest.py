@@ -328,7 +328,7 @@ class Run:
                 self.conn.execute(checks.rest_sql(self.raw, rows, self.known))
             # how many keys were sent again (the merge's `unchanged`): a sort of them all, done on
             # another connection while the other rows are checked and merged (10M rows: 6 s)
-            self.known_count = _in_background(self._count_known, "count-known")
+            self.known_count = self._aside(self._count_known)
         # statistics of the columns the next plans join on (all of them: twice the time)
         key = [k for k in c.key if k not in constants]
         staged_key = [checks.stage_column(c.column(k)) for k in key if c.column(k).source in present]
@@ -400,16 +400,15 @@ class Run:
         with ThreadPoolExecutor(len(batches)) as pool:
             list(pool.map(run, batches))  # re-raises the first error
 
-    def _aside(self, work):
+    def _aside(self, work) -> Future:
         """work(connection) on a connection of its own, in the background; its Future."""
         def run():
             with connect(self.url) as conn:
                 return work(conn)
         return _in_background(run, "aside")
 
-    def _count_known(self) -> int:
-        with connect(self.url) as conn:
-            return conn.execute(f"select count(distinct _key) from {self.known}").fetchone()[0]
+    def _count_known(self, conn: psycopg.Connection) -> int:
+        return conn.execute(f"select count(distinct _key) from {self.known}").fetchone()[0]
 
     def _scope_has_versions(self) -> bool:
         """Whether the store holds current versions of this delivery's scope (else, a first load,
