@@ -81,6 +81,11 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
         conn.execute(f"analyze {incoming}")
     conn.execute(f"drop table if exists {chg}")
     fresh_statistics(conn, target.table)
+    # one merge at a time from here to its commit: what changes is decided on the store as the
+    # merges before left it (two provinces sending the same person at once would otherwise both
+    # end that person's version), change-feed numbers follow commit order (a reader polling
+    # `seq > :last_seen` never skips a change committed late), and scope digests stay in step
+    conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
     total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
     first_load = snapshot_scope is not None and _first_load(conn, target, incoming, snapshot_scope)
     if first_load:
@@ -112,10 +117,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
             select {col_list}, scope, raw_hash, delivery_id, valid_from, new_valid_from, now()
             from ended
             where new_valid_from > valid_from""")
-    # the new versions. The lock (held to commit) makes change-feed sequence numbers visible in
-    # commit order, so a reader polling `seq > :last_seen` never skips a change committed late;
-    # it also keeps the scope digests in step (one merge at a time from here on).
-    conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
+    # the new versions
     if all_new:
         # no old version to start after, so the rows are inserted as they come, without joining
         # the work table (1M rows: ~1 s)
@@ -180,7 +182,7 @@ def _feed_aside(conn: psycopg.Connection, target: Target, changes: str, rows: in
     _attach_feed makes part of the feed in this transaction (until then no reader sees it, and
     a delivery that fails leaves it to be dropped with its other stage tables). Its sequence
     numbers are taken here, under the change-feed lock. The Future gives the digest of the
-    loaded rows (versions, hashed, hash_sum), counted there too. Called under the lock."""
+    loaded rows (versions, hashed, hash_sum), counted there too."""
     first = _reserve_seq(conn, rows)
     at = conn.execute("select now()").fetchone()[0]  # the publication's time, as the feed's default gives it
     table = f"stage.{_stage_feed_name(delivery_id, target)}"

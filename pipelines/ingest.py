@@ -450,6 +450,11 @@ class Run:
         with self.timer("conform"):  # (a view of the checked rows, which other connections may read)
             self._accept(target)
         with self.conn.transaction():
+            for effect in self.contract.effects:
+                # no delivery of that entity is comparing against it; taken before the merge's
+                # change-feed lock, as such a delivery, holding this one shared, takes that lock
+                # too (the other order deadlocked)
+                locks.entity_exclusive(self.conn, effect["entity"])
             with self.timer("quarantine"):
                 if counts["rows_quarantined"]:  # (else its join would still read every staged row)
                     self._quarantine()
@@ -532,7 +537,6 @@ class Run:
 
     def _effects(self) -> None:
         for effect in self.contract.effects:
-            locks.entity_exclusive(self.conn, effect["entity"])  # no delivery of that entity is comparing against it
             owner = contracts.for_entity(effect["entity"])
             table = f"stage.effect_{self.delivery_id}"
             self.conn.execute(f"drop table if exists {table}")

@@ -1,7 +1,8 @@
 """Concurrent deliveries, with real `corehub ingest` processes: two of the same feed and province
 never run their merge at the same time (the second waits for the first: an advisory lock per
-feed's entity and province), other provinces and feeds run in parallel, and a snapshot older
-than one applied is `superseded` (exit 0, recorded, reported, the core unchanged)."""
+feed's entity and province), other provinces and feeds run in parallel up to their merges, which
+take turns (the change-feed lock) without deadlocking, and a snapshot older than one applied is
+`superseded` (exit 0, recorded, reported, the core unchanged)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.ingest import ingest_file
-from population_helpers import CUTRU_HEADER, csv_text, person, write
+from population_helpers import CUTRU_HEADER, HOTICH_HEADER, csv_text, event, person, write
 from reliability_helpers import Paused, finished, ingest, started, state, wait_for, waiting_on_advisory_lock
+from test_bulk_loading import KEPT, RECOMPUTED
 
 WEEK1 = csv_text(CUTRU_HEADER, [person(), person(pid="001190000002", name="Trần Thị Bình", sex="Nữ")])
 WEEK2 = csv_text(CUTRU_HEADER, [person(ward="00007", updated="01/09/2025 10:00:00")])
@@ -127,3 +129,39 @@ def test_a_killed_holder_of_the_lock_lets_the_waiting_delivery_go_on(warehouse, 
     assert db.execute("select file_name, status from meta.delivery order by delivery_id").fetchall() == [
         ("CUTRU_01_20261120_001.csv", "abandoned"), ("CUTRU_01_20261127_001.csv", "loaded"),
         ("CUTRU_01_20261120_001.csv", "superseded")]
+
+
+def test_two_provinces_sending_one_person_at_once_end_that_persons_version_once(warehouse, db, inbox):
+    """A person moved from province 01 to 79, and both provinces' next snapshots arrive together:
+    01's no longer lists her, 79's does. The second merge decides what changed only once the first
+    has committed (both take the change-feed lock first), so her version in 01 is ended once."""
+    assert ingest(write(inbox, "CUTRU_01_20261120_001.csv", WEEK1))[1]["status"] == "loaded"
+    first = Paused(write(inbox, "CUTRU_01_20261127_001.csv", csv_text(CUTRU_HEADER, [person()])), "merge",
+                   home()).wait()
+    moved = person(pid="001190000002", name="Trần Thị Bình", sex="Nữ", province="79", ward="26734")
+    second = started(write(inbox, "CUTRU_79_20261127_001.csv", csv_text(CUTRU_HEADER, [moved])))
+    wait_for(lambda: waiting_on_advisory_lock(warehouse) == 1, "79's merge waits for 01's")
+    assert first.go()[1]["changes"] == {"new": 0, "changed": 0, "unchanged": 1, "removed": 1}
+    code, r = finished(second)
+    # 01 had ended her version when 79 looked: to 79 she is new
+    assert (code, r["changes"]) == (0, {"new": 1, "changed": 0, "unchanged": 0, "removed": 0})
+    assert db.execute("""
+        select scope, valid_to = 'infinity', recorded_to = 'infinity' from store.person
+        where person_id = '001190000002' order by recorded_from, valid_to""").fetchall() == [
+        ("01", True, False), ("01", False, True), ("79", True, True)]
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
+
+
+def test_a_delivery_with_effects_and_one_of_the_entity_it_affects_do_not_deadlock(warehouse, db, inbox):
+    """A population delivery holds its entity shared from its start and takes the change-feed lock
+    to merge; deaths (HOTICH), whose merge also ends persons' versions, take the population entity
+    exclusively before their own change-feed lock, not after it."""
+    population = Paused(write(inbox, "CUTRU_01_20261120_001.csv", WEEK1), "validated", home()).wait()
+    deaths = started(write(inbox, "HOTICH_01_20261121_001.csv",
+                           csv_text(HOTICH_HEADER, [event(no="HT-9", pid="001190000002", name="Trần Thị Bình")])))
+    wait_for(lambda: waiting_on_advisory_lock(warehouse) == 1, "the deaths wait for the population delivery")
+    assert population.go()[1]["status"] == "loaded"
+    code, r = finished(deaths)
+    assert (code, r["status"]) == (0, "loaded")
+    assert db.execute("select person_id, death_date::text from core.person where death_date is not null"
+                      ).fetchall() == [("001190000002", "2026-10-10")]
