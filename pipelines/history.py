@@ -186,15 +186,12 @@ def _feed_aside(conn: psycopg.Connection, target: Target, changes: str, rows: in
     first = _reserve_seq(conn, rows)
     at = conn.execute("select now()").fetchone()[0]  # the publication's time, as the feed's default gives it
     table = f"stage.{_stage_feed_name(delivery_id, target)}"
-    key_text = " || '|' || ".join(f"c.{k}::text" for k in target.key)
 
     def write(other: psycopg.Connection):
         with other.transaction():  # created and filled at once: no WAL on the embedded warehouse
             other.execute(f"create table {table} (like {CHANGE_LOG} including defaults including constraints)")
-            other.execute(f"""
-                insert into {table} (seq, entity, entity_key, operation, delivery_id, changed_at)
-                select %(first)s - 1 + row_number() over (), %(entity)s, {key_text}, 'insert', %(delivery)s, %(at)s
-                from {changes} c""", {"first": first, "entity": target.entity, "delivery": delivery_id, "at": at})
+            other.execute(f"insert into {table} {_feed_rows(target, changes, '%(at)s')}",
+                          {"first": first, "entity": target.entity, "delivery": delivery_id, "at": at})
             other.execute(f"alter table {table} add primary key (seq)")
         return other.execute(f"select count(*), count(c.new_raw_hash), "
                              f"coalesce(sum(rules.digest_hash(c.new_raw_hash)), 0) from {changes} c").fetchone()
@@ -294,7 +291,6 @@ def log_changes(conn: psycopg.Connection, target: Target, changes: str, rows: in
     if not rows:
         return
     first = _reserve_seq(conn, rows)
-    key_text = " || '|' || ".join(f"c.{k}::text" for k in target.key)
     table = CHANGE_LOG
     bulk = rows >= BULK_MIN_ROWS and _owns(conn, table)
     if bulk:
@@ -304,14 +300,23 @@ def log_changes(conn: psycopg.Connection, target: Target, changes: str, rows: in
         # built once afterwards (1M rows: 1.3 s -> 0.7 s)
         table = f"store.{_feed_name(delivery_id, target)}"
         conn.execute(f"create table {table} () inherits ({CHANGE_LOG})")
-    conn.execute(f"""
-        insert into {table} (seq, entity, entity_key, operation, delivery_id)
-        overriding system value
-        select %(first)s - 1 + row_number() over (), %(entity)s, {key_text},
-               case c.op when 'new' then 'insert' when 'changed' then 'update' else 'delete' end, %(delivery)s
-        from {changes} c""", {"first": first, "delivery": delivery_id, "entity": target.entity})
+    conn.execute(f"insert into {table} {_feed_rows(target, changes, 'now()')}",
+                 {"first": first, "delivery": delivery_id, "entity": target.entity})
     if bulk:
         conn.execute(f"alter table {table} add primary key (seq)")
+
+
+def _feed_rows(target: Target, changes: str, changed_at: str) -> str:
+    """The change-feed rows of `changes` (columns and query, for an INSERT), numbered from the
+    parameter %(first)s on: a new key is an insert, a changed one an update, a removed one a delete.
+    (The numbers override the feed's identity column; a table made like it has none to override.)"""
+    key_text = " || '|' || ".join(f"c.{k}::text" for k in target.key)
+    return f"""(seq, entity, entity_key, operation, delivery_id, changed_at)
+        overriding system value
+        select %(first)s - 1 + row_number() over (), %(entity)s, {key_text},
+               case c.op when 'new' then 'insert' when 'changed' then 'update' else 'delete' end,
+               %(delivery)s, {changed_at}
+        from {changes} c"""
 
 
 def keep_digests(conn: psycopg.Connection, target: Target, changes: str, snapshot_scope: str | None,
