@@ -32,9 +32,12 @@ from pathlib import Path
 
 from .config import EXPECTATIONS_DIR
 from .contracts import Contract, all_contracts
+from .deferred_imports import defer
 
 # GX logs at INFO about its ephemeral stores etc.; Airflow workers log INFO. Warnings stay on.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+# imported by GX for expectations our suites do not use (~0.9 CPU-s of every ingest process)
+defer("scipy.stats", "altair")
 
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
