@@ -136,6 +136,40 @@ def test_text_quirks_are_conformed(warehouse, db, inbox):
     ]
 
 
+@pytest.mark.parametrize("parallel", [False, True], ids=["one connection", "shared dictionaries"])
+def test_values_of_dictionary_columns_are_cleaned_before_they_are_conformed(warehouse, db, inbox, monkeypatch,
+                                                                            parallel):
+    """Dates and code lists are conformed once per distinct value as staged (checks.py's
+    dictionaries), which cleans it there: spaces around, blanks and NULL give the verdicts and
+    values of the same cleaned text, on one connection and in the ranges of a large delivery."""
+    if parallel:
+        import pipelines.ingest as ingest
+
+        monkeypatch.setattr(ingest, "PARALLEL_MIN_ROWS", 0)
+        monkeypatch.setenv("COREHUB_PARALLEL", "2")
+    rows = [
+        person(pid="001190000001", sex=" Nữ ", born=" 12/03/1990", nationality=" vn ", relation="Chủ hộ  "),
+        person(pid="001090000002", sex="Nam", born="12/03/1990 ", nationality="NULL", relation=" "),
+        person(pid="001090000003", sex="NULL"),                     # missing_required
+        person(pid="001090000004", born="   "),                     # missing_required
+        person(pid="001090000005", sex=" X "),                      # invalid_code, shown trimmed
+        person(pid="001090000006", born=" 31/02/1990 "),            # invalid_date, shown trimmed
+    ]
+    r = deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER, rows)
+    assert (r["rows_read"], r["rows_loaded"], r["rows_quarantined"]) == (6, 2, 4)
+    assert db.execute("select person_id, birth_date, sex, nationality, relation_to_head from store.person "
+                      "order by 1").fetchall() == [
+        ("001090000002", dt.date(1990, 3, 12), "male", "VN", None),
+        ("001190000001", dt.date(1990, 3, 12), "female", "VN", "head"),
+    ]
+    assert db.execute("select row_no, detail from quarantine.row order by row_no").fetchall() == [
+        (3, "missing_required: GIOI_TINH"),
+        (4, "missing_required: NGAY_SINH"),
+        (5, "invalid_code: GIOI_TINH=X"),
+        (6, "invalid_date: NGAY_SINH=31/02/1990"),
+    ]
+
+
 def test_personal_id_agreement_gives_the_verdicts_of_its_first_definition(db):
     """sql/064 answers most IDs without a regular expression; its verdicts must be sql/062's, for
     IDs of every shape (a non-digit at each position, wrong lengths), centuries and sexes."""
