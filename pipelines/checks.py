@@ -100,9 +100,10 @@ def _dictionary_select(contract: Contract, c: Column, value: str, keys: str) -> 
 def dictionaries(contract: Contract, raw_table: str, present: set[str],
                  rows: tuple[int, int] | None = None, keys_table: str | None = None) -> dict[str, str]:
     """{name: SELECT} of the checked pass's dictionaries: one small table per low-cardinality
-    column (and per part of a timestamp), each distinct cleaned value with its conformed value
-    and whether it is bad. The distinct values come from the staged rows (one scan each), or
-    from keys_table, which dictionary_keys_sql() filled in one scan for all of them."""
+    column (and per part of a timestamp), each distinct staged value (a timestamp's: each distinct
+    part of its cleaned text) with what _dictionary_select gives it. The distinct values come
+    from the staged rows (one scan each), or from keys_table, which dictionary_keys_sql() filled
+    in one scan for all of them."""
     in_range = f" where s._row between {int(rows[0])} and {int(rows[1])}" if rows else ""
     parts = _dictionary_keys(contract, present)
     out = {}
