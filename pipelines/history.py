@@ -127,7 +127,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
                   "and c.op in ('new', 'changed')")
         valid_from = "greatest(a._valid_from, coalesce(c.old_valid_from, '-infinity'))"
     feed = None
-    if first_load and aside and total >= BULK_MIN_ROWS and _owns(conn, CHANGE_LOG):
+    if first_load and aside and _feed_of_its_own(conn, total):
         feed = _feed_aside(conn, target, changes, total, delivery_id, aside)
     try:
         _insert_versions(conn, target, cols, source, raw_hash, valid_from, delivery_id,
@@ -292,7 +292,7 @@ def log_changes(conn: psycopg.Connection, target: Target, changes: str, rows: in
         return
     first = _reserve_seq(conn, rows)
     table = CHANGE_LOG
-    bulk = rows >= BULK_MIN_ROWS and _owns(conn, table)
+    bulk = _feed_of_its_own(conn, rows)
     if bulk:
         # a first load's million changes go into a table of their own that inherits the change
         # feed (readers of store.change_log and core.changes read it too): created in this
@@ -304,6 +304,12 @@ def log_changes(conn: psycopg.Connection, target: Target, changes: str, rows: in
                  {"first": first, "delivery": delivery_id, "entity": target.entity})
     if bulk:
         conn.execute(f"alter table {table} add primary key (seq)")
+
+
+def _feed_of_its_own(conn: psycopg.Connection, rows: int) -> bool:
+    """Whether a merge of `rows` changes writes them into a table of its own that inherits the
+    change feed (log_changes, _feed_aside): a large one, by the owner of the feed."""
+    return rows >= BULK_MIN_ROWS and _owns(conn, CHANGE_LOG)
 
 
 def _feed_rows(target: Target, changes: str, changed_at: str) -> str:
