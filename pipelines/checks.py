@@ -62,16 +62,17 @@ def _dictionary_parts(col: Column) -> list[tuple[str, str | None, str]]:
     return [("", None, "")]
 
 
-def _dictionary_keys(contract: Contract, present: set[str]) -> list[tuple[str, Column, str | None, str]]:
+def _dictionary_keys(contract: Contract, present: set[str], names: list[str] | None = None
+                     ) -> list[tuple[str, Column, str | None, str]]:
     """(name, column, key SQL over the cleaned text {v} or None, value SQL over the key {k}) of
-    every dictionary."""
+    every dictionary, or of those named."""
     out = []
     for c in contract.columns:
         if not c.rule.dictionary or c.source not in present:
             continue
         for suffix, key, value in _dictionary_parts(c):
             out.append((f"d_{c.to}{'_' + suffix if suffix else ''}", c, key, value))
-    return out
+    return [part for part in out if names is None or part[0] in names]
 
 
 def _staged_key(key: str | None, c: Column) -> str:
@@ -97,32 +98,45 @@ def _dictionary_select(contract: Contract, c: Column, value: str, keys: str) -> 
             f"{_invalid_sql(c, contract, 'v', '', '') or 'false'} as bad{extras} from {cleaned}")
 
 
+def dictionary_groups(contract: Contract, present: set[str]) -> list[list[str]]:
+    """The dictionaries' names in two groups of about equal cost, for two scans at once when no
+    other scan runs beside them: those keyed by the value as staged, and those keyed by parts of
+    a cleaned text (which cleans it on every row). One group when either is empty."""
+    staged = [name for name, _, key, _ in _dictionary_keys(contract, present) if key is None]
+    parts = [name for name, _, key, _ in _dictionary_keys(contract, present) if key is not None]
+    return [group for group in (staged, parts) if group]
+
+
 def dictionaries(contract: Contract, raw_table: str, present: set[str],
-                 rows: tuple[int, int] | None = None, keys_table: str | None = None) -> dict[str, str]:
+                 rows: tuple[int, int] | None = None, keys_tables: dict[str, list[str]] | None = None
+                 ) -> dict[str, str]:
     """{name: SELECT} of the checked pass's dictionaries: one small table per low-cardinality
     column (and per part of a timestamp), each distinct staged value (a timestamp's: each distinct
     part of its cleaned text) with what _dictionary_select gives it. The distinct values come
-    from the staged rows (one scan each), or from keys_table, which dictionary_keys_sql() filled
-    in one scan for all of them."""
+    from the staged rows (one scan each), or from keys_tables: {table: the names of the
+    dictionaries whose keys dictionary_keys_sql(names=...) filled it with, in one scan}."""
     in_range = f" where s._row between {int(rows[0])} and {int(rows[1])}" if rows else ""
-    parts = _dictionary_keys(contract, present)
     out = {}
-    for i, (name, c, key, value) in enumerate(parts):
-        if keys_table:  # the rows of this column's grouping set (its bit of grouping() clear)
-            mask = (1 << len(parts)) - 1 - (1 << (len(parts) - 1 - i))
-            keys = f"(select k{i} as k from {keys_table} where g = {mask})"
-        else:
-            keys = f"(select distinct {_staged_key(key, c)} as k from {raw_table} s{in_range})"
-        out[name] = _dictionary_select(contract, c, value, keys)
+    for table, names in (keys_tables or {None: None}).items():
+        parts = _dictionary_keys(contract, present, names)
+        for i, (name, c, key, value) in enumerate(parts):
+            if table:  # the rows of this column's grouping set (its bit of grouping() clear)
+                mask = (1 << len(parts)) - 1 - (1 << (len(parts) - 1 - i))
+                keys = f"(select k{i} as k from {table} where g = {mask})"
+            else:
+                keys = f"(select distinct {_staged_key(key, c)} as k from {raw_table} s{in_range})"
+            out[name] = _dictionary_select(contract, c, value, keys)
     return out
 
 
-def dictionary_keys_sql(contract: Contract, raw_table: str, table: str, present: set[str]) -> str | None:
-    """CREATE TABLE of the distinct keys of every dictionary, from one scan of the staged rows
-    (hashed grouping sets: 0.7-1 s for six dictionaries of 1M rows, against 1.2 s for six scans).
-    Materialised and then read by dictionaries(keys_table=...): planned inside the checked pass,
-    the same grouping sets were estimated six orders of magnitude wrong (9 s -> 37 s)."""
-    parts = _dictionary_keys(contract, present)
+def dictionary_keys_sql(contract: Contract, raw_table: str, table: str, present: set[str],
+                        names: list[str] | None = None) -> str | None:
+    """CREATE TABLE of the distinct keys of every dictionary (or of those named), from one scan of
+    the staged rows (hashed grouping sets: 0.7-1 s for six dictionaries of 1M rows, against 1.2 s
+    for six scans). Materialised and then read by dictionaries(keys_tables=...): planned inside
+    the checked pass, the same grouping sets were estimated six orders of magnitude wrong (9 s ->
+    37 s)."""
+    parts = _dictionary_keys(contract, present, names)
     if not parts:
         return None
     cols = [f"k{i}" for i in range(len(parts))]
@@ -336,6 +350,16 @@ from (select {key} as _key, min({row_hash}) <> max({row_hash}) as conflict
       group by 1) x
 where r._key = x._key"""
     return [keys] if empty else [keys, f"analyze {table}", differ]
+
+
+def rejected_keys_repeat_sql(checked_table: str) -> str:
+    """Whether a rejected row's key is also another row's key: the duplicates that the store's
+    unique index of current keys cannot see, when a first load assumed its keys unique (only
+    accepted rows reach the store). Hashes the few rejected rows, probes the others."""
+    return f"""
+select exists (
+    select from {checked_table} f join {checked_table} a on a._key = f._key and a._row <> f._row
+    where f._failed and f._key <> '')"""
 
 
 def _known_match(contract: Contract, present: set[str], constants: dict[str, str]) -> str:

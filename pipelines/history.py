@@ -404,7 +404,8 @@ def bulk_insert(conn: psycopg.Connection, table: str, rows: int):
     indexes = conn.execute("""
         select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i
         where i.indrelid = %s::regclass
-          and not exists (select from pg_constraint c where c.conindid = i.indexrelid)""", (table,)).fetchall()
+          and not exists (select from pg_constraint c where c.conindid = i.indexrelid)
+        order by i.indisunique desc  -- a key sent twice is refused before the other builds""", (table,)).fetchall()
     for name, _ in keys:
         conn.execute(f"alter table {table} drop constraint {name}")
     for name, _ in indexes:

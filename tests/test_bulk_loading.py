@@ -188,3 +188,65 @@ def test_a_first_load_that_fails_after_its_change_feed_was_written_aside_leaves_
     assert db.execute("select delivery_id, count(*), max(seq) - min(seq) + 1 from core.changes group by 1"
                       ).fetchall() == [(r["delivery_id"], 300, 300)]
     assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
+
+
+ASSUMED_UNIQUE = "a large first load: its keys are assumed unique, and its merge proves them so"
+CHECKED_AGAIN = "a key is sent more than once: the rows are checked again with their repeated keys"
+PEOPLE = [person(pid=f"0010900000{i:02d}", household=f"HK{i}") for i in range(1, 7)]
+
+
+def checked_in_ranges(monkeypatch, caplog):
+    """Large-delivery mode for a small file: checked on two connections, its first load's keys
+    assumed unique rather than grouped."""
+    import pipelines.ingest as ingest
+
+    monkeypatch.setattr(ingest, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setenv("COREHUB_PARALLEL", "2")
+    caplog.set_level(logging.INFO, logger="pipelines.ingest")
+
+
+def test_a_large_first_load_assumes_its_keys_unique_and_the_store_agrees(warehouse, db, inbox, monkeypatch,
+                                                                          caplog):
+    checked_in_ranges(monkeypatch, caplog)
+    r = deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER, PEOPLE)
+    assert (r["status"], r["rows_read"], r["rows_loaded"], r["rows_quarantined"]) == ("loaded", 6, 6, 0)
+    assert r["changes"] == {"new": 6, "changed": 0, "unchanged": 0, "removed": 0}
+    assert ASSUMED_UNIQUE in caplog.messages and CHECKED_AGAIN not in caplog.messages
+    assert db.execute("select count(*) from core.person").fetchone() == (6,)
+
+
+# (rows added to PEOPLE, receipt: rows_loaded, rows_quarantined, rejections; quarantined rows; persons stored)
+KEY_SENT_TWICE = {
+    "two accepted rows": ([person(pid="001090000003", household="HK9")],
+                          (5, 2, {"duplicate_key": 2}),
+                          [(3, ["duplicate_key"]), (7, ["duplicate_key"])], 5),
+    "a line sent twice byte for byte": ([PEOPLE[2]], (7, 0, {}), [], 6),
+    "a rejected row and an accepted one": ([person(pid="001090000003", born="31/02/1990")],
+                                           (5, 2, {"duplicate_key": 2, "invalid_date": 1}),
+                                           [(3, ["duplicate_key"]), (7, ["invalid_date", "duplicate_key"])], 5),
+    "two rejected rows": ([person(pid="001090000007", sex="X"), person(pid="001090000007", born="31/02/1990")],
+                          (6, 2, {"duplicate_key": 2, "invalid_code": 1, "invalid_date": 1}),
+                          [(7, ["invalid_code", "duplicate_key"]), (8, ["invalid_date", "duplicate_key"])], 6),
+}
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["indexes kept", "indexes built after the insert"])
+@pytest.mark.parametrize("case", KEY_SENT_TWICE)
+def test_a_large_first_load_that_sends_a_key_twice_is_checked_again_with_its_repeated_keys(
+        warehouse, db, inbox, monkeypatch, caplog, case, bulk):
+    """The store's unique index of current keys refuses a key that two accepted rows share (the
+    publication rolls back); a rejected row's key is looked for among the others. Either way the
+    rows are checked again as a small delivery is, with the same receipt, quarantine and core."""
+    checked_in_ranges(monkeypatch, caplog)
+    if bulk:
+        monkeypatch.setattr(history, "BULK_MIN_ROWS", 1)
+    more, (loaded, quarantined, rejections), rows, stored = KEY_SENT_TWICE[case]
+    r = deliver(inbox, "CUTRU_01_20261120_001.csv", CUTRU_HEADER, PEOPLE + more)
+    assert (r["rows_read"], r["rows_loaded"], r["rows_quarantined"], r["rejections"]) == \
+        (len(PEOPLE + more), loaded, quarantined, rejections)
+    assert (caplog.messages.count(ASSUMED_UNIQUE), caplog.messages.count(CHECKED_AGAIN)) == (1, 1)
+    assert db.execute("select row_no, reasons from quarantine.row order by 1").fetchall() == rows
+    assert db.execute("select count(*), count(distinct person_id) from core.person").fetchone() == (stored, stored)
+    assert db.execute("select count(*) from store.change_log").fetchone() == (stored,)
+    assert db.execute("select relname from pg_class where relnamespace = 'stage'::regnamespace").fetchall() == []
+    assert db.execute(KEPT).fetchall() == db.execute(RECOMPUTED).fetchall()
