@@ -422,6 +422,16 @@ def _owns(conn: psycopg.Connection, table: str) -> bool:
                         (table,)).fetchone()[0]
 
 
+def analyze_work_table(conn: psycopg.Connection, table: str, columns: list[str]) -> None:
+    """ANALYZE a delivery's large work table (its staged or its checked rows) from a sample of
+    3,000 rows instead of 30,000: the plans that read it need only how many rows, how many
+    distinct keys and how many rejected ones, and the default sample's random reads cost a
+    first load of 1M rows ~0.4 s on its path."""
+    with conn.transaction():
+        conn.execute("set local default_statistics_target = 10")
+        conn.execute(f"analyze {table} ({', '.join(columns)})")
+
+
 def fresh_statistics(conn: psycopg.Connection, table: str) -> None:
     """ANALYZE the table when a tenth of it changed since its statistics were taken: the plans
     above go wrong on a stale estimate (an "empty" store after a first load of millions picks

@@ -344,7 +344,7 @@ class Run:
         # statistics of the columns the next plans join on (all of them: twice the time)
         key = [k for k in c.key if k not in constants]
         staged_key = [checks.stage_column(c.column(k)) for k in key if c.column(k).source in present]
-        self.conn.execute(f"analyze {rows} ({', '.join(['_row', *staged_key])})")
+        history.analyze_work_table(self.conn, rows, ["_row", *staged_key])
         self.keys_assumed_unique = self._checked_pass(rows, present, constants, first_load=first_load)
         self._analyze_checked()
         if self.keys_assumed_unique and self.conn.execute(checks.rejected_keys_repeat_sql(self.checked)).fetchone()[0]:
@@ -352,7 +352,7 @@ class Run:
 
     def _analyze_checked(self) -> None:
         key = [k for k in self.contract.key if k not in self.contract.derived]
-        self.conn.execute(f"analyze {self.checked} ({', '.join(['_row', '_key', '_failed', '_extra_copy', *key])})")
+        history.analyze_work_table(self.conn, self.checked, ["_row", "_key", "_failed", "_extra_copy", *key])
 
     def _check_again_with_repeated_keys(self, present: set[str]) -> None:
         """A first load that assumed its keys unique sent a key more than once: everything made
