@@ -56,7 +56,8 @@ def content_sql(columns: list[str], target: Target, alias: str) -> str:
 
 def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: int, *,
           snapshot_scope: str | None = None, snapshot_at=None, keep_keys: str | None = None,
-          known_keys: str | None = None, known_count=None, aside=None) -> dict[str, int]:
+          known_keys: str | None = None, known_count=None, aside=None, incoming_count: int | None = None
+          ) -> dict[str, int]:
     """Merge the rows of table `incoming` (content columns + _valid_from + _scope) into the store.
 
     snapshot_scope: the incoming rows are the whole truth for that scope: current versions of the
@@ -65,6 +66,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     known_keys: a query of the keys (as keep_keys spells them) of the current versions this
     delivery sent again byte for byte (not in `incoming`): they are unchanged and present.
     known_count: a function giving how many distinct keys known_keys lists (else counted here).
+    incoming_count: how many rows `incoming` has, when the caller counted them already.
     aside: a function that runs work(connection) on another connection and returns its Future;
     with it, a large first load's change feed is written there while the versions are inserted.
     Returns counts of new, changed, unchanged, removed keys.
@@ -86,7 +88,7 @@ def merge(conn: psycopg.Connection, target: Target, incoming: str, delivery_id: 
     # end that person's version), change-feed numbers follow commit order (a reader polling
     # `seq > :last_seen` never skips a change committed late), and scope digests stay in step
     conn.execute("select pg_advisory_xact_lock(%s)", (CHANGE_FEED_LOCK,))
-    total = conn.execute(f"select count(*) from {incoming}").fetchone()[0]
+    total = incoming_count if incoming_count is not None else conn.execute(f"select count(*) from {incoming}").fetchone()[0]
     first_load = snapshot_scope is not None and _first_load(conn, target, incoming, snapshot_scope)
     if first_load:
         # every row a new key and nothing to remove: the changes are the incoming rows themselves,
