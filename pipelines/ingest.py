@@ -362,9 +362,7 @@ class Run:
         log.info("a key is sent more than once: the rows are checked again with their repeated keys")
         if self.validation:  # (GX may still be reading the checked rows)
             wait([self.validation])
-        for name, kind in recovery.stage_relations(self.conn, self.delivery_id):
-            if f"stage.{name}" != self.raw:
-                self.conn.execute(f'drop {"view" if kind == "v" else "table"} if exists stage."{name}" cascade')
+        recovery.drop_stage(self.conn, self.delivery_id, keep=(self.raw,))
         self.keys_assumed_unique = False
         self._checked_pass(self.raw, present, {name: self.name.province for name in self.contract.derived})
         self._analyze_checked()

@@ -31,9 +31,11 @@ def stage_relations(conn: psycopg.Connection, delivery_id: int) -> list[tuple[st
         (rf"^[a-z]+_{int(delivery_id)}(_[a-z_]+)?$",)).fetchall()
 
 
-def drop_stage(conn: psycopg.Connection, delivery_id: int) -> None:
+def drop_stage(conn: psycopg.Connection, delivery_id: int, keep: tuple[str, ...] = ()) -> None:
+    """Drop the delivery's stage tables and views, except those named in keep (schema-qualified)."""
     for name, kind in stage_relations(conn, delivery_id):
-        conn.execute(f'drop {"view" if kind == "v" else "table"} if exists stage."{name}" cascade')
+        if f"stage.{name}" not in keep:
+            conn.execute(f'drop {"view" if kind == "v" else "table"} if exists stage."{name}" cascade')
 
 
 def reclaim_abandoned(conn: psycopg.Connection, reports_dir: Path | None = None) -> list[int]:
