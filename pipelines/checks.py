@@ -102,8 +102,9 @@ def dictionary_groups(contract: Contract, present: set[str]) -> list[list[str]]:
     """The dictionaries' names in two groups of about equal cost, for two scans at once when no
     other scan runs beside them: those keyed by the value as staged, and those keyed by parts of
     a cleaned text (which cleans it on every row). One group when either is empty."""
-    staged = [name for name, _, key, _ in _dictionary_keys(contract, present) if key is None]
-    parts = [name for name, _, key, _ in _dictionary_keys(contract, present) if key is not None]
+    keys = _dictionary_keys(contract, present)
+    staged = [name for name, _, key, _ in keys if key is None]
+    parts = [name for name, _, key, _ in keys if key is not None]
     return [group for group in (staged, parts) if group]
 
 

@@ -315,7 +315,7 @@ class Run:
 
     def _check(self, present: set[str]) -> None:
         c = self.contract
-        constants = {name: self.name.province for name in c.derived}
+        constants = self._constants()
         rows = self.raw
         first_load = not self._scope_has_versions()
         if "raw_hash" in history.stored_columns(self.conn, c.entity) and not first_load:
@@ -351,6 +351,10 @@ class Run:
         if self.keys_assumed_unique and self.conn.execute(checks.rejected_keys_repeat_sql(self.checked)).fetchone()[0]:
             self._check_again_with_repeated_keys(present)
 
+    def _constants(self) -> dict[str, str]:
+        """Conformed columns that come from the delivery, not its rows (the province of its file name)."""
+        return {name: self.name.province for name in self.contract.derived}
+
     def _analyze_checked(self) -> None:
         key = [k for k in self.contract.key if k not in self.contract.derived]
         history.analyze_work_table(self.conn, self.checked, ["_row", "_key", "_failed", "_extra_copy", *key])
@@ -364,7 +368,7 @@ class Run:
             wait([self.validation])
         recovery.drop_stage(self.conn, self.delivery_id, keep=(self.raw,))
         self.keys_assumed_unique = False
-        self._checked_pass(self.raw, present, {name: self.name.province for name in self.contract.derived})
+        self._checked_pass(self.raw, present, self._constants())
         self._analyze_checked()
 
     def _scope_sent_again(self, present: set[str], constants: dict[str, str]) -> bool:
