@@ -191,7 +191,9 @@ def _feed_aside(conn: psycopg.Connection, target: Target, changes: str, rows: in
 
     def write(other: psycopg.Connection):
         with other.transaction():  # created and filled at once: no WAL on the embedded warehouse
-            other.execute(f"create table {table} (like {CHANGE_LOG} including defaults including constraints)")
+            # (no autovacuum while it is a stage table: at 10M rows one started on it during the
+            # publication, and attaching the table then waited a second to cancel it)
+            other.execute(f"create table {table} (like {CHANGE_LOG} including defaults including constraints) {WORK}")
             other.execute(f"insert into {table} {_feed_rows(target, changes, '%(at)s')}",
                           {"first": first, "entity": target.entity, "delivery": delivery_id, "at": at})
             other.execute(f"alter table {table} add primary key (seq)")
@@ -207,6 +209,7 @@ def _attach_feed(conn: psycopg.Connection, target: Target, delivery_id: int) -> 
     conn.execute(f"alter table stage.{staged} set schema store")
     conn.execute(f"alter table store.{staged} rename to {name}")
     conn.execute(f"alter table store.{name} inherit {CHANGE_LOG}")
+    conn.execute(f"alter table store.{name} reset (autovacuum_enabled)")  # part of the store: vacuumed as it
 
 
 def _reserve_seq(conn: psycopg.Connection, rows: int) -> int:

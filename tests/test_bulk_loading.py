@@ -138,9 +138,20 @@ def test_the_change_feed_numbers_a_merge_in_one_unbroken_block(warehouse, db, in
 def test_a_first_load_writes_its_changes_into_a_table_that_inherits_the_change_feed(warehouse, db, inbox, tmp_path,
                                                                                       monkeypatch):
     monkeypatch.setattr(history, "BULK_MIN_ROWS", 100)
+    staged_options, attach = [], history._attach_feed
+
+    def watched(conn, target, delivery_id):  # the stage table as it is about to be attached
+        staged_options.append(conn.execute("select reloptions from pg_class where oid = %s::regclass", (
+            f"stage.{history._stage_feed_name(delivery_id, target)}",)).fetchone()[0])
+        attach(conn, target, delivery_id)
+    monkeypatch.setattr(history, "_attach_feed", watched)
     week1 = generate("CUTRU", 300, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=11)
     first = ingest_file(week1["path"])["delivery_id"]
     child = f"store.change_log_{first}_person"
+    # no autovacuum while it was written aside (it would compete with the publication, which then
+    # waits to cancel it); vacuumed as any store table once it is part of the feed
+    assert staged_options == [["autovacuum_enabled=off"]]
+    assert db.execute("select reloptions from pg_class where oid = %s::regclass", (child,)).fetchone() == (None,)
     assert db.execute("select count(*) from only store.change_log").fetchone() == (0,)
     assert db.execute(f"select count(*), max(seq) - min(seq) + 1 from {child}").fetchone() == (300, 300)
     assert db.execute("select pg_get_constraintdef(oid) from pg_constraint where conrelid = %s::regclass "
