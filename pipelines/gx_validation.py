@@ -31,6 +31,7 @@ from copy import deepcopy
 from pathlib import Path
 
 from .config import EXPECTATIONS_DIR
+from . import gx_process
 from .contracts import Contract, all_contracts
 from .deferred_imports import defer
 
@@ -54,8 +55,9 @@ _TYPE_CODE_WORDING = {
 }
 
 
-class ValidationError(RuntimeError):
-    """GX could not evaluate an expectation (e.g. the checked table lacks a rule column)."""
+# raised here when GX cannot evaluate an expectation (e.g. the checked table lacks a rule column);
+# defined where an ingest process can catch it without importing GX
+ValidationError = gx_process.ValidationError
 
 
 # ---------------------------------------------------------------------------------------------

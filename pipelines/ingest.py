@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from . import (checks, contracts, decode, delivery, history, hooks, locks, recovery, reports, resubmission, supersede,
-               warehouse)
+from . import (checks, contracts, decode, delivery, gx_process, history, hooks, locks, recovery, reports, resubmission,
+               supersede, warehouse)
 from .config import Settings, settings
 from .contracts import Contract, ContractError
 from .delivery import Rejection
@@ -75,11 +75,10 @@ PRELOAD_MAX_BYTES = 32 << 20  # a file this small waits for GX rather than for t
 
 def _preload_gx() -> None:
     """Import Great Expectations (seconds of imports) in a thread while a small file is staged
-    and checked, or while the rows of a snapshot that are not sent again are found and checked:
-    either takes less time than the import. (A first load of a large file imports it while its
-    rows are published: staging and checking them keep every core busy, and a thread of this
-    process competes with the database server for them whatever its nice value, the two being
-    in different scheduling groups.)"""
+    and checked, which takes less time than the import. (A large file's GX runs in a process of
+    its own, pipelines.gx_process: a thread here would hold the GIL that feeding COPY needs, and
+    compete with the database server for the cores whatever its nice value, the two being in
+    different scheduling groups.)"""
     def load():
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only (Linux)
@@ -109,8 +108,19 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
     """Process one delivery now; returns its receipt (also written next to its report)."""
     s = s or settings()
     path = Path(path)
+    gx = None
     if not path.is_file() or path.stat().st_size < PRELOAD_MAX_BYTES:
         _preload_gx()
+    else:  # GX imported by a process of its own while the rows are staged (pipelines.gx_process)
+        gx = gx_process.GxProcess()
+    try:
+        return _ingest(path, s, gx)
+    finally:
+        if gx:
+            gx.close()
+
+
+def _ingest(path: Path, s: Settings, gx: gx_process.GxProcess | None) -> dict:
     url = warehouse.url(s)
     ensure_ready(url)
     started = time.monotonic()
@@ -125,7 +135,7 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
             receipt = _duplicate_receipt(previous, path, archived)
             log.info("%s: same bytes as delivery %s: duplicate", path.name, previous[0])
             return receipt
-        run = Run(conn, s, url, path, archived)
+        run = Run(conn, s, url, path, archived, gx)
         pause_at("archived")
         try:
             receipt = run.execute()
@@ -174,8 +184,10 @@ class _Timer:
 class Run:
     """The state of one delivery being processed."""
 
-    def __init__(self, conn: psycopg.Connection, s: Settings, url: str, path: Path, archived):
+    def __init__(self, conn: psycopg.Connection, s: Settings, url: str, path: Path, archived,
+                 gx: gx_process.GxProcess | None = None):
         self.conn, self.s, self.url, self.path, self.archived = conn, s, url, path, archived
+        self.gx = gx  # GX's own process (a large delivery), else GX runs in this one
         self.timer = _Timer()
         self.contract: Contract | None = None
         self.name = None
@@ -328,9 +340,7 @@ class Run:
                     self.conn.execute(statement)
                 self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
                 return
-            # rows sent again byte for byte are known good: only the others are checked. So few
-            # are left that the checked pass ends before GX could be imported: import it now
-            _preload_gx()
+            # rows sent again byte for byte are known good: only the others are checked
             rows = self.unknown
             self.conn.execute(checks.unknown_sql(c, self.raw, rows, present, constants, f"store.{c.entity}"),
                               {"scope": self.name.province})
@@ -476,12 +486,14 @@ class Run:
             # every row was sent before byte for byte and was validated then: nothing to validate
             return {"success": True, "row_count": 0, "report": None,
                     "unexpected": {code: 0 for code in self.contract.rejection_codes}}
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        table, report = f"checked_{self.delivery_id}", self.report_dir / "validation.html"
+        title = f"{self.path.name} (delivery {self.delivery_id})"
+        if self.gx:
+            return self.gx.validate(self.url, table, self.contract.feed, report, title=title)
         from . import gx_validation
 
-        self.report_dir.mkdir(parents=True, exist_ok=True)
-        return gx_validation.validate(self.url, f"checked_{self.delivery_id}", self.contract,
-                                      self.report_dir / "validation.html", schema="stage",
-                                      title=f"{self.path.name} (delivery {self.delivery_id})")
+        return gx_validation.validate(self.url, table, self.contract, report, schema="stage", title=title)
 
     def _count(self) -> dict:
         codes = self.contract.rejection_codes
