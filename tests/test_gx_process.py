@@ -105,3 +105,20 @@ def test_gx_s_process_lowers_its_own_priority_only(monkeypatch, tmp_path):
                         raising=False)
     gx_process._lowest_priority()
     assert written == ["19"]
+
+
+def test_a_snapshot_sent_again_whole_starts_no_gx_process_and_next_week_s_does(warehouse, inbox, tmp_path,
+                                                                              processes):
+    from pipelines.generate import snapshot_changes
+    from test_bulk_loading import sent_again
+
+    week1 = generate("CUTRU", 300, "01", 0.0, inbox, date=dt.date(2026, 11, 13), seed=7)
+    ingest_file(week1["path"])
+    again = ingest_file(sent_again(week1["path"], tmp_path, "CUTRU_01_20261113_002.csv"))
+    started, replies = processes
+    assert again["changes"]["unchanged"] == 300 and (len(started), len(replies)) == (1, 1)
+    week2 = snapshot_changes(week1["path"], tmp_path / "w2", changed=0.02, removed=0.0, new=0.01, seed=2,
+                             date=dt.date(2026, 11, 20))
+    r = ingest_file(week2["path"])
+    assert r["changes"] == {"new": 3, "changed": 6, "unchanged": 294, "removed": 0}
+    assert (len(started), len(replies)) == (2, 2) and replies[1]["row_count"] == 9
