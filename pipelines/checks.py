@@ -108,15 +108,24 @@ def dictionary_groups(contract: Contract, present: set[str]) -> list[list[str]]:
     return [group for group in (staged, parts) if group]
 
 
+def _in_range(rows: tuple[int | None, int | None] | None) -> str:
+    """The WHERE clause of the staged rows whose _row is in the closed range rows = (first, last),
+    either end None for no bound; none without a range."""
+    if not rows:
+        return ""
+    bounds = [f"s._row {op} {int(end)}" for op, end in zip((">=", "<="), rows) if end is not None]
+    return " where " + " and ".join(bounds) if bounds else ""
+
+
 def dictionaries(contract: Contract, raw_table: str, present: set[str],
-                 rows: tuple[int, int] | None = None, keys_tables: dict[str, list[str]] | None = None
+                 rows: tuple[int | None, int | None] | None = None, keys_tables: dict[str, list[str]] | None = None
                  ) -> dict[str, str]:
     """{name: SELECT} of the checked pass's dictionaries: one small table per low-cardinality
     column (and per part of a timestamp), each distinct staged value (a timestamp's: each distinct
     part of its cleaned text) with what _dictionary_select gives it. The distinct values come
     from the staged rows (one scan each), or from keys_tables: {table: the names of the
     dictionaries whose keys dictionary_keys_sql(names=...) filled it with, in one scan}."""
-    in_range = f" where s._row between {int(rows[0])} and {int(rows[1])}" if rows else ""
+    in_range = _in_range(rows)
     out = {}
     for table, names in (keys_tables or {None: None}).items():
         parts = _dictionary_keys(contract, present, names)
@@ -149,12 +158,12 @@ group by grouping sets ({', '.join(f'({col})' for col in cols)})"""
 
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
-                constants: dict[str, str], repeated_table: str, rows: tuple[int, int] | None = None,
+                constants: dict[str, str], repeated_table: str, rows: tuple[int | None, int | None] | None = None,
                 create: bool = True, empty: bool = False, dictionary_tables: dict[str, str] | None = None) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
-    rows: only the staged rows whose _row is in this closed range (several connections check a
-    large delivery range by range); create=False: INSERT INTO the existing checked table instead;
+    rows: only the staged rows whose _row is in this closed range, either end None for no bound
+    (several connections check a large delivery range by range); create=False: INSERT INTO the existing checked table instead;
     empty: create the table without checking any row.
 
     present: source names found in the file's header (missing optional ones are NULL).
@@ -169,7 +178,7 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     so no expression is evaluated twice; duplicate keys are found on the raw table.
     """
     cols = contract.columns
-    in_range = f" where s._row between {int(rows[0])} and {int(rows[1])}" if rows else ""
+    in_range = _in_range(rows)
 
     def src(col: Column, alias: str = "s") -> str:
         return clean(f"{alias}.{stage_column(col)}") if col.source in present else "null::text"

@@ -189,6 +189,7 @@ class Run:
         self.known_count: Future | None = None  # distinct keys of the rows sent again (likewise)
         self.keys_assumed_unique = False  # a large first load: its keys are not grouped first (_checked_pass)
         self.accepted_rows: int | None = None  # checked rows the merge reads (_count)
+        self.staged_rows = 0  # rows COPY wrote into the raw table (_stage)
         self.delivery_id = self._register()
         self.report_dir = s.reports / (self._feed_guess() or "UNKNOWN") / str(self.delivery_id)
         self.raw = f"stage.raw_{self.delivery_id}"
@@ -306,11 +307,13 @@ class Run:
             with self.conn.transaction():
                 self.conn.execute(f"create unlogged table {self.raw} "
                                   f"(_row bigint generated always as identity (cache 100000), {col_defs}) {WORK}")
-                with self.conn.cursor().copy(copy) as cp:
+                cursor = self.conn.cursor()
+                with cursor.copy(copy) as cp:
                     for n, piece in enumerate(pieces):
                         cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
                         if n == 0:
                             pause_at("copy")
+                self.staged_rows = cursor.rowcount
         except psycopg.errors.CharacterNotInRepertoire:
             if fmt.encoding in ("utf-8", "utf-8-sig"):
                 raise decode.NotUtf8() from None
@@ -423,7 +426,10 @@ class Run:
         Its dictionaries' keys are then found in two scans at once. Returns whether keys were
         assumed unique."""
         c = self.contract
-        count, first, last = self.conn.execute(f"select count(*), min(_row), max(_row) from {rows}").fetchone()
+        if rows == self.raw:  # COPY counted them, and a new table's identity numbers them from 1
+            count, first, last = self.staged_rows, 1, self.staged_rows  # (10M rows: a 0.6 s scan)
+        else:
+            count, first, last = self.conn.execute(f"select count(*), min(_row), max(_row) from {rows}").fetchone()
         workers = parallel_workers()
         if workers < 2 or count < max(PARALLEL_MIN_ROWS, 1):  # (a weekly's few unknown rows span the file)
             for statement in checks.repeated_sql(c, rows, self.repeated, present, constants):
@@ -452,7 +458,9 @@ class Run:
         self._on_connections([batch for batch in batches if batch])
         self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
         step = (last - first) // workers + 1
-        ranges = [(first + i * step, min(last, first + (i + 1) * step - 1)) for i in range(workers)]
+        ranges = [(first + i * step, first + (i + 1) * step - 1) for i in range(workers)]
+        # the first and last ranges open-ended: however the rows are numbered, each is checked once
+        ranges[0], ranges[-1] = (None, ranges[0][1]), (ranges[-1][0], None)
         self._on_connections([[self._checked_sql(rows, present, constants, rows=part, create=False,
                                                  dictionary_tables=tables)] for part in ranges])
         return first_load
