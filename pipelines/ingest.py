@@ -108,9 +108,19 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
     """Process one delivery now; returns its receipt (also written next to its report)."""
     s = s or settings()
     path = Path(path)
-    large = path.is_file() and path.stat().st_size >= PRELOAD_MAX_BYTES
-    if not large:
+    gx = None
+    if not path.is_file() or path.stat().st_size < PRELOAD_MAX_BYTES:
         _preload_gx()
+    else:  # GX imported by a process of its own while the file is archived, staged and checked
+        gx = gx_process.GxProcess()
+    try:
+        return _ingest(path, s, gx)
+    finally:
+        if gx:
+            gx.close()
+
+
+def _ingest(path: Path, s: Settings, gx: gx_process.GxProcess | None) -> dict:
     url = warehouse.url(s)
     ensure_ready(url)
     started = time.monotonic()
@@ -125,7 +135,7 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
             receipt = _duplicate_receipt(previous, path, archived)
             log.info("%s: same bytes as delivery %s: duplicate", path.name, previous[0])
             return receipt
-        run = Run(conn, s, url, path, archived, large)
+        run = Run(conn, s, url, path, archived, gx)
         pause_at("archived")
         try:
             receipt = run.execute()
@@ -135,7 +145,6 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
             receipt = run.record_superseded(exc)
         finally:
             run.drop_stage()
-            run.end_gx()
             conn.execute("select pg_advisory_unlock_all()")  # its scope locks and its claim: done
         seconds = time.monotonic() - started
         hooks.after_delivery(conn, receipt, run.name.province if run.name else None, run.timer.stages, seconds)
@@ -175,11 +184,10 @@ class _Timer:
 class Run:
     """The state of one delivery being processed."""
 
-    def __init__(self, conn: psycopg.Connection, s: Settings, url: str, path: Path, archived, large: bool = False):
+    def __init__(self, conn: psycopg.Connection, s: Settings, url: str, path: Path, archived,
+                 gx: gx_process.GxProcess | None = None):
         self.conn, self.s, self.url, self.path, self.archived = conn, s, url, path, archived
-        self.large = large  # GX will run in a process of its own (_start_gx)
-        self.gx: gx_process.GxProcess | None = None
-        self.first_load = False  # no current version of its scope is stored (execute)
+        self.gx = gx  # GX's own process (a large delivery), else GX runs in this one
         self.timer = _Timer()
         self.contract: Contract | None = None
         self.name = None
@@ -231,9 +239,6 @@ class Run:
                                  (self.name.province,)).fetchone():
             raise Rejection(f"province code {self.name.province!r} in the file name is not a GSO province code")
         self._take_turn()
-        self.first_load = not self._scope_has_versions()  # (its scope is locked: it stays so)
-        if self.first_load:  # every row will be validated
-            self._start_gx()
         fmt, pieces = decode.open_delivery(self.archived.path, self.name.ext, self.contract)
         with self.timer("stage"):
             try:
@@ -327,7 +332,7 @@ class Run:
         c = self.contract
         constants = self._constants()
         rows = self.raw
-        first_load = self.first_load
+        first_load = not self._scope_has_versions()
         if "raw_hash" in history.stored_columns(self.conn, c.entity) and not first_load:
             # the plans below compare with the store: on a stale estimate (an "empty" store after a
             # first load of millions) they probe it row by row without its index
@@ -339,7 +344,6 @@ class Run:
                 self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
                 return
             # rows sent again byte for byte are known good: only the others are checked
-            self._start_gx()
             rows = self.unknown
             self.conn.execute(checks.unknown_sql(c, self.raw, rows, present, constants, f"store.{c.entity}"),
                               {"scope": self.name.province})
@@ -359,17 +363,6 @@ class Run:
         self._analyze_checked()
         if self.keys_assumed_unique and self.conn.execute(checks.rejected_keys_repeat_sql(self.checked)).fetchone()[0]:
             self._check_again_with_repeated_keys(present)
-
-    def _start_gx(self) -> None:
-        """For a large delivery whose rows will need validating, start GX's own process now: it
-        imports GX while the rows are staged and checked (pipelines.gx_process). A snapshot sent
-        again whole validates nothing, and starts none."""
-        if self.large and not self.gx:
-            self.gx = gx_process.GxProcess()
-
-    def end_gx(self) -> None:
-        if self.gx:
-            self.gx.close()
 
     def _constants(self) -> dict[str, str]:
         """Conformed columns that come from the delivery, not its rows (the province of its file name)."""

@@ -107,8 +107,8 @@ def test_gx_s_process_lowers_its_own_priority_only(monkeypatch, tmp_path):
     assert written == ["19"]
 
 
-def test_a_snapshot_sent_again_whole_starts_no_gx_process_and_next_week_s_does(warehouse, inbox, tmp_path,
-                                                                              processes):
+def test_a_snapshot_sent_again_whole_ends_its_gx_process_unasked_and_next_week_s_asks(warehouse, inbox, tmp_path,
+                                                                                     processes):
     from pipelines.generate import snapshot_changes
     from test_bulk_loading import sent_again
 
@@ -116,9 +116,10 @@ def test_a_snapshot_sent_again_whole_starts_no_gx_process_and_next_week_s_does(w
     ingest_file(week1["path"])
     again = ingest_file(sent_again(week1["path"], tmp_path, "CUTRU_01_20261113_002.csv"))
     started, replies = processes
-    assert again["changes"]["unchanged"] == 300 and (len(started), len(replies)) == (1, 1)
+    assert again["changes"]["unchanged"] == 300 and (len(started), len(replies)) == (2, 1)
+    assert started[1].proc.returncode is not None
     week2 = snapshot_changes(week1["path"], tmp_path / "w2", changed=0.02, removed=0.0, new=0.01, seed=2,
                              date=dt.date(2026, 11, 20))
     r = ingest_file(week2["path"])
     assert r["changes"] == {"new": 3, "changed": 6, "unchanged": 294, "removed": 0}
-    assert (len(started), len(replies)) == (2, 2) and replies[1]["row_count"] == 9
+    assert (len(started), len(replies)) == (3, 2) and replies[1]["row_count"] == 9
