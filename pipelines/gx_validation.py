@@ -30,8 +30,8 @@ import re
 from copy import deepcopy
 from pathlib import Path
 
-from .config import EXPECTATIONS_DIR
 from . import gx_process
+from .config import EXPECTATIONS_DIR
 from .contracts import Contract, all_contracts
 from .deferred_imports import defer
 

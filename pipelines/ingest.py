@@ -109,10 +109,14 @@ def ingest_file(path: str | Path, s: Settings | None = None) -> dict:
     s = s or settings()
     path = Path(path)
     gx = None
-    if not path.is_file() or path.stat().st_size < PRELOAD_MAX_BYTES:
+    if path.is_file() and path.stat().st_size >= PRELOAD_MAX_BYTES:
+        # GX imported by a process of its own while the file is archived, staged and checked
+        try:
+            gx = gx_process.GxProcess()
+        except OSError as exc:  # (no process can be started here: GX runs in this one)
+            log.warning("GX's own process could not be started (%s): GX runs in the ingest process", exc)
+    if not gx:
         _preload_gx()
-    else:  # GX imported by a process of its own while the file is archived, staged and checked
-        gx = gx_process.GxProcess()
     try:
         return _ingest(path, s, gx)
     finally:

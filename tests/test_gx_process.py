@@ -123,3 +123,17 @@ def test_a_snapshot_sent_again_whole_ends_its_gx_process_unasked_and_next_week_s
     r = ingest_file(week2["path"])
     assert r["changes"] == {"new": 3, "changed": 6, "unchanged": 294, "removed": 0}
     assert (len(started), len(replies)) == (3, 2) and replies[1]["row_count"] == 9
+
+
+def test_where_no_process_can_be_started_gx_runs_in_the_ingest(warehouse, db, inbox, monkeypatch, caplog):
+    monkeypatch.setattr(ingest, "PRELOAD_MAX_BYTES", 0)
+
+    def refused(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(gx_process.subprocess, "Popen", refused)
+    made = generate("CUTRU", 200, "01", 0.05, inbox, date=dt.date(2026, 11, 13), seed=8)
+    r = ingest_file(made["path"])
+    assert r["status"] == "loaded_with_rejections" and r["rows_loaded"] + r["rows_quarantined"] == 200
+    assert ("GX's own process could not be started ([Errno 11] Resource temporarily unavailable): "
+            "GX runs in the ingest process") in caplog.messages
+    assert next((inbox.parent / "home").glob(f"**/{r['delivery_id']}/validation.html")).exists()
