@@ -143,12 +143,17 @@ def _nfc(data: bytes) -> bytes:
         raise NotUtf8() from None
 
 
-def _utf8_pieces(path: Path, bom: bool) -> Iterator[bytes]:
+def _utf8_pieces(path: Path, bom: bool, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    """The file's bytes from `start` (a line start) to `stop` (a line end; None: its end)."""
     def raw() -> Iterator[bytes]:
         with open(path, "rb") as fh:
-            if bom:
+            fh.seek(start)
+            if bom and not start:
                 fh.read(len(codecs.BOM_UTF8))
-            while chunk := fh.read(CHUNK):
+            left = stop - fh.tell() if stop is not None else None
+            while chunk := fh.read(CHUNK if left is None else min(CHUNK, left)):
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
     return _lines_cut(raw(), _clean_bytes, b"\n")
 
@@ -171,10 +176,13 @@ def _text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
         yield piece.encode("utf-8")
 
 
-def text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
-    """The file as NFC, LF-terminated UTF-8 pieces without blank lines (leading ones included)."""
+def text_pieces(path: Path, encoding: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    """The file as NFC, LF-terminated UTF-8 pieces without blank lines (leading ones included).
+    A UTF-8 file may be read from byte `start` to byte `stop` only (see split_point)."""
     if encoding in ("utf-8", "utf-8-sig"):
-        pieces = _utf8_pieces(path, bom=encoding == "utf-8-sig")
+        pieces = _utf8_pieces(path, bom=encoding == "utf-8-sig", start=start, stop=stop)
+    elif start or stop is not None:
+        raise ValueError(f"only a UTF-8 file is read a part at a time, not {encoding}")
     else:
         pieces = _text_pieces(path, encoding)
     first = True
@@ -188,10 +196,11 @@ def text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
             yield piece
 
 
-def open_text(path: Path, encoding: str | None = None) -> tuple[TextFormat, Iterator[bytes]]:
-    """Sniff encoding, read the header line; returns the format and the data pieces after it."""
+def open_text(path: Path, encoding: str | None = None, stop: int | None = None) -> tuple[TextFormat, Iterator[bytes]]:
+    """Sniff encoding, read the header line; returns the format and the data pieces after it
+    (up to byte `stop` of a UTF-8 file: the first part of it, see split_point)."""
     encoding = encoding or sniff_encoding(path)
-    pieces = text_pieces(path, encoding)
+    pieces = text_pieces(path, encoding, stop=stop)
     try:
         first = next(pieces)
     except StopIteration:
@@ -212,6 +221,29 @@ def open_text(path: Path, encoding: str | None = None) -> tuple[TextFormat, Iter
             yield remainder
         yield from pieces
     return TextFormat(encoding, delimiter, header), data()
+
+
+def split_point(path: Path, after: int) -> int | None:
+    """The first line end at or past byte `after` that no quoted field spans: the byte after a
+    newline with an even number of `"` before it (PostgreSQL's CSV reader enters and leaves a
+    quoted field at each one; an escaped `""` is two). Two COPYs can then read the file's two
+    parts at once. None when there is no such line end before the file ends."""
+    quotes = 0
+    with open(path, "rb") as fh:
+        done = 0
+        while done < after and (chunk := fh.read(min(8 * CHUNK, after - done))):
+            quotes += chunk.count(b'"')
+            done += len(chunk)
+        while chunk := fh.read(CHUNK):
+            at = 0
+            while (newline := chunk.find(b"\n", at)) >= 0:
+                quotes += chunk.count(b'"', at, newline)
+                if quotes % 2 == 0:
+                    return done + newline + 1
+                at = newline + 1
+            quotes += chunk.count(b'"', at)
+            done += len(chunk)
+    return None
 
 
 def _delimiter(header_line: str) -> str:

@@ -70,6 +70,12 @@ def already_processed(paths: list[str | Path]) -> set[str]:
     return {digests[d] for (d,) in done}
 
 
+def split_min_bytes() -> int:
+    """A UTF-8 CSV file at least this large is copied in two parts at once (Run._stage_in_two):
+    COREHUB_SPLIT_MIN_BYTES, else 256 MiB (about 2M population rows)."""
+    return int(os.environ.get("COREHUB_SPLIT_MIN_BYTES", 256 << 20))
+
+
 PRELOAD_MAX_BYTES = 32 << 20  # a file this small waits for GX rather than for the database
 
 
@@ -89,6 +95,15 @@ def _preload_gx() -> None:
         except Exception:  # the validate stage imports it again and reports properly
             pass
     _in_background(load, "gx-import")
+
+
+def _ranges(first: int, last: int, count: int) -> list[tuple[int | None, int | None]]:
+    """`count` ranges of row numbers from first to last, the first and last open-ended: however
+    the rows are numbered, each is in one range."""
+    step = (last - first) // count + 1
+    ranges = [(first + i * step, first + (i + 1) * step - 1) for i in range(count)]
+    ranges[0], ranges[-1] = (None, ranges[0][1]), (ranges[-1][0], None)
+    return ranges
 
 
 def _in_background(function, name: str) -> Future:
@@ -205,6 +220,8 @@ class Run:
         self.delivery_id = self._register()
         self.report_dir = s.reports / (self._feed_guess() or "UNKNOWN") / str(self.delivery_id)
         self.raw = f"stage.raw_{self.delivery_id}"
+        self.raw_tables = (self.raw,)  # the tables of the staged rows: self.raw, or the two parts it shows
+        self.raw_parts: list[tuple[str, int, int]] = []  # (rows, first, last) of each part (_stage_in_two)
         self.checked = f"stage.checked_{self.delivery_id}"
         self.repeated = f"stage.repeated_{self.delivery_id}"
         self.known = f"stage.known_{self.delivery_id}"
@@ -307,30 +324,87 @@ class Run:
         columns, self.extras = self._map_header(fmt.header)
         self.file_columns = list(zip(columns, fmt.header))
         all_cols = list(dict.fromkeys([checks.stage_column(c) for c in self.contract.columns] + columns))
-        col_defs = ", ".join(f"{c} text" for c in all_cols)
-        copy = sql.SQL("copy {} ({}) from stdin (format csv, delimiter {}, freeze)").format(
-            sql.SQL(self.raw), sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Literal(fmt.delimiter))
-        try:
-            # created and filled in one transaction, the rows are written frozen: the passes that
-            # read them next do not each have to set their hint bits (1M rows: 0.4 s)
-            with self.conn.transaction():
-                self.conn.execute(f"create unlogged table {self.raw} "
-                                  f"(_row bigint generated always as identity (cache 100000), {col_defs}) {WORK}")
-                cursor = self.conn.cursor()
-                with cursor.copy(copy) as cp:
-                    for n, piece in enumerate(pieces):
-                        cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
-                        if n == 0:
-                            pause_at("copy")
-                self.staged_rows = cursor.rowcount
-        except psycopg.errors.CharacterNotInRepertoire:
-            if fmt.encoding in ("utf-8", "utf-8-sig"):
-                raise decode.NotUtf8() from None
-            raise
-        except psycopg.errors.DataError as exc:
-            raise Rejection(_copy_problem(exc)) from None
+        split = self._split_point(fmt)
+        if split:
+            pieces.close()
+            self._stage_in_two(fmt, columns, all_cols, split)
+        else:
+            try:
+                with self.conn.transaction():
+                    self.staged_rows = self._copy(self.conn, self.raw, fmt, columns, all_cols, pieces, pause=True)
+            except psycopg.Error as exc:
+                raise _copy_failure(exc, fmt) from None
         present = {c.source for c in self.contract.columns if checks.stage_column(c) in columns}
         return present
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, table: str, fmt: decode.TextFormat, columns: list[str], all_cols: list[str],
+              pieces, pause: bool = False) -> int:
+        """Create `table` and COPY the pieces into it, in the caller's transaction; the rows copied."""
+        col_defs = ", ".join(f"{c} text" for c in all_cols)
+        copy = sql.SQL("copy {} ({}) from stdin (format csv, delimiter {}, freeze)").format(
+            sql.SQL(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Literal(fmt.delimiter))
+        # created and filled in one transaction, the rows are written frozen: the passes that
+        # read them next do not each have to set their hint bits (1M rows: 0.4 s)
+        conn.execute(f"create unlogged table {table} "
+                     f"(_row bigint generated always as identity (cache 100000), {col_defs}) {WORK}")
+        cursor = conn.cursor()
+        with cursor.copy(copy) as cp:
+            for n, piece in enumerate(pieces):
+                cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
+                if n == 0 and pause:
+                    pause_at("copy")
+        return cursor.rowcount
+
+    def _split_point(self, fmt: decode.TextFormat) -> int | None:
+        """Where a large UTF-8 CSV file is cut in two for two COPYs at once (_stage_in_two), or None."""
+        size = self.archived.path.stat().st_size
+        if (size < split_min_bytes() or parallel_workers() < 2 or self.name.ext != "csv"
+                or fmt.encoding not in ("utf-8", "utf-8-sig")
+                or any(c.type == "geometry_error" for c in self.contract.columns)):  # (land: read by pipelines.land)
+            return None
+        return decode.split_point(self.archived.path, size // 2)
+
+    def _stage_in_two(self, fmt: decode.TextFormat, columns: list[str], all_cols: list[str], split: int) -> None:
+        """COPY the file's two parts (cut at byte `split`, a line end) into two tables at once, on
+        two connections: one COPY keeps one core of the server busy, and a province's 10M rows took
+        it ~10 s. The staged rows are then the view self.raw over both, numbered as in the file: the
+        second part's after the first's, whose count is known only once its COPY is done."""
+        first, second = f"{self.raw}_first", f"{self.raw}_second"
+        _, first_pieces = decode.open_text(self.archived.path, fmt.encoding, stop=split)
+        second_pieces = decode.text_pieces(self.archived.path, fmt.encoding, start=split)
+        connections = [connect(self.url), connect(self.url)]
+
+        def copy(conn: psycopg.Connection, table: str, pieces, pause: bool = False) -> int:
+            with conn.transaction():
+                return self._copy(conn, table, fmt, columns, all_cols, pieces, pause)
+        try:
+            copying = _in_background(lambda: copy(connections[0], first, first_pieces, pause=True), "copy-first")
+            later = _in_background(lambda: copy(connections[1], second, second_pieces), "copy-second")
+            try:
+                rows = copying.result()
+            except BaseException as exc:  # the file's first problem: the second part's does not matter
+                connections[1].cancel_safe()
+                wait([later])
+                raise _copy_failure(exc, fmt) from None
+            try:
+                rows_after = later.result()
+            except BaseException as exc:  # (its rows counted from the first part's end)
+                raise _copy_failure(exc, fmt, first_row=rows + 1) from None
+        except decode.NotUtf8:
+            recovery.drop_stage(self.conn, self.delivery_id)  # (one part copied already: all read again)
+            raise
+        finally:
+            for conn in connections:
+                conn.close()
+        cols = ", ".join(all_cols)
+        self.conn.execute(f"create view {self.raw} as select _row, {cols} from {first} "
+                          f"union all select _row + {rows}, {cols} from {second}")
+        self.raw_parts = [(first, 1, rows),
+                          (f"(select _row + {rows} as _row, {cols} from {second})", rows + 1, rows + rows_after)]
+        self.raw_tables = (first, second)
+        self.staged_rows = rows + rows_after
+        log.info("staged in two parts at once: rows 1-%s and %s-%s", rows, rows + 1, self.staged_rows)
 
     def _check(self, present: set[str]) -> None:
         c = self.contract
@@ -362,7 +436,8 @@ class Run:
         # statistics of the columns the next plans join on (all of them: twice the time)
         key = [k for k in c.key if k not in constants]
         staged_key = [checks.stage_column(c.column(k)) for k in key if c.column(k).source in present]
-        history.analyze_work_table(self.conn, rows, ["_row", *staged_key])
+        for table in (self.raw_tables if rows == self.raw else (rows,)):
+            history.analyze_work_table(self.conn, table, ["_row", *staged_key])
         self.keys_assumed_unique = self._checked_pass(rows, present, constants, first_load=first_load)
         self._analyze_checked()
         if self.keys_assumed_unique and self.conn.execute(checks.rejected_keys_repeat_sql(self.checked)).fetchone()[0]:
@@ -383,7 +458,7 @@ class Run:
         log.info("a key is sent more than once: the rows are checked again with their repeated keys")
         if self.validation:  # (GX may still be reading the checked rows)
             wait([self.validation])
-        recovery.drop_stage(self.conn, self.delivery_id, keep=(self.raw,))
+        recovery.drop_stage(self.conn, self.delivery_id, keep=(self.raw, *self.raw_tables))
         self.keys_assumed_unique = False
         self._checked_pass(self.raw, present, self._constants())
         self._analyze_checked()
@@ -398,7 +473,7 @@ class Run:
         digest = history.scope_digest(self.conn, self.contract.entity, self.name.province)
         if not digest or digest[0] != digest[1]:  # not kept, or a version without a raw hash
             return False
-        if self.conn.execute(checks.sample_unknown_sql(self.contract, self.raw, present, constants,
+        if self.conn.execute(checks.sample_unknown_sql(self.contract, self.raw_tables[0], present, constants,
                                                        f"store.{self.contract.entity}"),
                              {"scope": self.name.province}).fetchone()[0]:
             return False  # e.g. a weekly snapshot: a few hundredths of its rows are new or changed
@@ -454,12 +529,12 @@ class Run:
         batches = [repeated + batches[0], *batches[1:]] if first_load else [repeated, *batches]
         self._on_connections([batch for batch in batches if batch])
         self.conn.execute(self._checked_sql(rows, present, constants, empty=True))
-        step = (last - first) // workers + 1
-        ranges = [(first + i * step, first + (i + 1) * step - 1) for i in range(workers)]
-        # the first and last ranges open-ended: however the rows are numbered, each is checked once
-        ranges[0], ranges[-1] = (None, ranges[0][1]), (ranges[-1][0], None)
-        self._on_connections([[self._checked_sql(rows, present, constants, rows=part, create=False,
-                                                 dictionary_tables=tables)] for part in ranges])
+        # the staged rows' parts, if copied in two (each read where it is), else the rows as one
+        parts = self.raw_parts if rows == self.raw and self.raw_parts else [(rows, first, last)]
+        shares = [max(1, workers // len(parts) + (i < workers % len(parts))) for i in range(len(parts))]
+        self._on_connections([[self._checked_sql(table, present, constants, rows=part, create=False,
+                                                 dictionary_tables=tables)]
+                              for (table, lo, hi), share in zip(parts, shares) for part in _ranges(lo, hi, share)])
         return first_load
 
     def _checked_sql(self, table: str, present: set[str], constants: dict[str, str], **options) -> str:
@@ -695,7 +770,18 @@ class Run:
         recovery.drop_stage(self.conn, self.delivery_id)
 
 
-def _copy_problem(exc: psycopg.Error) -> str:
+def _copy_failure(exc: BaseException, fmt: decode.TextFormat, first_row: int = 1) -> BaseException:
+    """What a failed COPY raises: a Rejection in a clerk's words for a file COPY cannot read, NotUtf8
+    for a file that turned out not to be UTF-8, else the error itself. first_row: the data row
+    number of the first row that COPY was given."""
+    if isinstance(exc, psycopg.errors.CharacterNotInRepertoire) and fmt.encoding in ("utf-8", "utf-8-sig"):
+        return decode.NotUtf8()
+    if isinstance(exc, psycopg.errors.DataError):
+        return Rejection(_copy_problem(exc, first_row))
+    return exc
+
+
+def _copy_problem(exc: psycopg.Error, first_row: int = 1) -> str:
     """COPY's complaint about the file, in a clerk's words (data rows counted after the header)."""
     import re
 
@@ -703,7 +789,7 @@ def _copy_problem(exc: psycopg.Error) -> str:
     message = diag.message_primary if diag and diag.message_primary else str(exc)
     context = (diag.context or "") if diag else ""
     line = re.search(r"line (\d+)", context)
-    where = f" (near data row {line.group(1)})" if line else ""
+    where = f" (near data row {int(line.group(1)) + first_row - 1})" if line else ""
     if "extra data after last expected column" in message:
         return f"a row has more fields than the header{where}"
     if "missing data for column" in message:
