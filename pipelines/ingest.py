@@ -6,6 +6,7 @@ not at all. A bad file gets a `rejected` receipt whose reason a clerk can act on
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -189,8 +190,6 @@ class _Timer:
         self.stages: dict[str, float] = {}
 
     def __call__(self, stage: str):
-        import contextlib
-
         @contextlib.contextmanager
         def timed():
             t = time.monotonic()
@@ -384,7 +383,8 @@ class Run:
             try:
                 rows = copying.result()
             except BaseException as exc:  # the file's first problem: the second part's does not matter
-                connections[1].cancel_safe()
+                with contextlib.suppress(psycopg.Error):  # (a COPY that cannot be cancelled ends by itself)
+                    connections[1].cancel_safe()
                 wait([later])
                 raise _copy_failure(exc, fmt) from None
             try:
