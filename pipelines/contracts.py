@@ -74,6 +74,11 @@ class Contract:
     def required_sources(self) -> list[str]:
         return [c.source for c in self.columns if c.required]
 
+    @property
+    def has_geometry(self) -> bool:
+        """Whether its rows carry a geometry (land parcels: read by pipelines.land)."""
+        return any(c.type == "geometry_error" for c in self.columns)
+
     def column(self, to: str) -> Column:
         return next(c for c in self.columns if c.to == to)
 

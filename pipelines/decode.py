@@ -31,6 +31,7 @@ NUL_REASON = "the file contains NUL bytes, which a text extract never has: it is
 MAX_LINE = CHUNK  # no row of an extract comes near it; a longer line is a damaged file (and COPY's memory)
 LONG_LINE_REASON = ("a line of the file is longer than 1 MiB, which no row of an extract is: the file is damaged "
                     "or its line ends are missing")
+UTF8 = ("utf-8", "utf-8-sig")  # the codecs of a UTF-8 file, without and with a BOM
 ENCODING_NAMES = {"cp1258": "Windows-1258", "utf-16": "UTF-16", "utf-16-le": "UTF-16", "utf-16-be": "UTF-16"}
 
 
@@ -179,7 +180,7 @@ def _text_pieces(path: Path, encoding: str) -> Iterator[bytes]:
 def text_pieces(path: Path, encoding: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
     """The file as NFC, LF-terminated UTF-8 pieces without blank lines (leading ones included).
     A UTF-8 file may be read from byte `start` to byte `stop` only (see split_point)."""
-    if encoding in ("utf-8", "utf-8-sig"):
+    if encoding in UTF8:
         pieces = _utf8_pieces(path, bom=encoding == "utf-8-sig", start=start, stop=stop)
     elif start or stop is not None:
         raise ValueError(f"only a UTF-8 file is read a part at a time, not {encoding}")
@@ -263,7 +264,7 @@ def open_delivery(path: Path, ext: str, contract=None, encoding: str | None = No
     or land parcels (GeoJSON, or CSV with WKT) with their geometry checked (pipelines.land).
     contract: the feed's, to find a workbook's header row and what each of its columns holds.
     encoding: read a text file in this encoding instead of sniffing it."""
-    if contract is not None and any(c.type == "geometry_error" for c in contract.columns):
+    if contract is not None and contract.has_geometry:
         from .land import open_parcels
 
         return open_parcels(path, ext, contract, encoding)

@@ -357,10 +357,9 @@ class Run:
 
     def _split_point(self, fmt: decode.TextFormat) -> int | None:
         """Where a large UTF-8 CSV file is cut in two for two COPYs at once (_stage_in_two), or None."""
-        size = self.archived.path.stat().st_size
+        size = self.archived.size
         if (size < split_min_bytes() or parallel_workers() < 2 or self.name.ext != "csv"
-                or fmt.encoding not in ("utf-8", "utf-8-sig")
-                or any(c.type == "geometry_error" for c in self.contract.columns)):  # (land: read by pipelines.land)
+                or fmt.encoding not in decode.UTF8 or self.contract.has_geometry):
             return None
         return decode.split_point(self.archived.path, size // 2)
 
@@ -774,7 +773,7 @@ def _copy_failure(exc: BaseException, fmt: decode.TextFormat, first_row: int = 1
     """What a failed COPY raises: a Rejection in a clerk's words for a file COPY cannot read, NotUtf8
     for a file that turned out not to be UTF-8, else the error itself. first_row: the data row
     number of the first row that COPY was given."""
-    if isinstance(exc, psycopg.errors.CharacterNotInRepertoire) and fmt.encoding in ("utf-8", "utf-8-sig"):
+    if isinstance(exc, psycopg.errors.CharacterNotInRepertoire) and fmt.encoding in decode.UTF8:
         return decode.NotUtf8()
     if isinstance(exc, psycopg.errors.DataError):
         return Rejection(_copy_problem(exc, first_row))

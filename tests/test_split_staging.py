@@ -14,6 +14,7 @@ from pipelines.ingest import ingest_file
 from population_helpers import CUTRU_HEADER, csv_text, person, to_cp1258
 
 STAGE_LEFT = "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'stage'"
+NOTHING_LOADED = "select (select count(*) from store.person), (select count(*) from quarantine.row)"
 
 
 @pytest.fixture
@@ -92,6 +93,7 @@ def test_a_row_copy_cannot_read_in_the_second_part_is_named_by_its_row_in_the_fi
     assert in_two and path.read_bytes()[:in_two[0]].count(b"\n") < 351  # (that row is in the second part)
     assert (r["status"], r["reason"]) == ("rejected", "a row has more fields than the header (near data row 350)")
     assert db.execute(STAGE_LEFT).fetchone() == (0,)
+    assert db.execute(NOTHING_LOADED).fetchone() == (0, 0)
 
 
 def test_the_first_part_s_problem_is_the_one_reported(warehouse, db, inbox, in_two):
@@ -104,6 +106,7 @@ def test_the_first_part_s_problem_is_the_one_reported(warehouse, db, inbox, in_t
     assert in_two
     assert (r["status"], r["reason"]) == ("rejected", "a row has fewer fields than the header (near data row 10)")
     assert db.execute(STAGE_LEFT).fetchone() == (0,)
+    assert db.execute(NOTHING_LOADED).fetchone() == (0, 0)
 
 
 def test_a_file_not_utf8_in_its_second_part_is_read_again_whole(warehouse, db, inbox, in_two):
