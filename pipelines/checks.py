@@ -362,7 +362,8 @@ from (select {key} as _key, min({row_hash}) <> max({row_hash}) as conflict
       where {key_present} and {key} in (select _key from {table})
       group by 1) x
 where r._key = x._key"""
-    return [keys, f"analyze {table}"] if empty else [keys, f"analyze {table}", differ]
+    made = [keys, f"analyze {table}"]
+    return made if empty else [*made, differ]
 
 
 def rejected_keys_repeat_sql(checked_table: str) -> str:

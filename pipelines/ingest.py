@@ -329,8 +329,7 @@ class Run:
             self._stage_in_two(fmt, columns, all_cols, split)
         else:
             try:
-                with self.conn.transaction():
-                    self.staged_rows = self._copy(self.conn, self.raw, fmt, columns, all_cols, pieces, pause=True)
+                self.staged_rows = self._copy(self.conn, self.raw, fmt, columns, all_cols, pieces, pause=True)
             except psycopg.Error as exc:
                 raise _copy_failure(exc, fmt) from None
         present = {c.source for c in self.contract.columns if checks.stage_column(c) in columns}
@@ -339,20 +338,21 @@ class Run:
     @staticmethod
     def _copy(conn: psycopg.Connection, table: str, fmt: decode.TextFormat, columns: list[str], all_cols: list[str],
               pieces, pause: bool = False) -> int:
-        """Create `table` and COPY the pieces into it, in the caller's transaction; the rows copied."""
+        """Create `table` and COPY the pieces into it, in one transaction; the rows copied."""
         col_defs = ", ".join(f"{c} text" for c in all_cols)
         copy = sql.SQL("copy {} ({}) from stdin (format csv, delimiter {}, freeze)").format(
             sql.SQL(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Literal(fmt.delimiter))
         # created and filled in one transaction, the rows are written frozen: the passes that
         # read them next do not each have to set their hint bits (1M rows: 0.4 s)
-        conn.execute(f"create unlogged table {table} "
-                     f"(_row bigint generated always as identity (cache 100000), {col_defs}) {WORK}")
-        cursor = conn.cursor()
-        with cursor.copy(copy) as cp:
-            for n, piece in enumerate(pieces):
-                cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
-                if n == 0 and pause:
-                    pause_at("copy")
+        with conn.transaction():
+            conn.execute(f"create unlogged table {table} "
+                         f"(_row bigint generated always as identity (cache 100000), {col_defs}) {WORK}")
+            cursor = conn.cursor()
+            with cursor.copy(copy) as cp:
+                for n, piece in enumerate(pieces):
+                    cp.write(piece if isinstance(piece, bytes) else piece.encode("utf-8"))
+                    if n == 0 and pause:
+                        pause_at("copy")
         return cursor.rowcount
 
     def _split_point(self, fmt: decode.TextFormat) -> int | None:
@@ -372,13 +372,11 @@ class Run:
         _, first_pieces = decode.open_text(self.archived.path, fmt.encoding, stop=split)
         second_pieces = decode.text_pieces(self.archived.path, fmt.encoding, start=split)
         connections = [connect(self.url), connect(self.url)]
-
-        def copy(conn: psycopg.Connection, table: str, pieces, pause: bool = False) -> int:
-            with conn.transaction():
-                return self._copy(conn, table, fmt, columns, all_cols, pieces, pause)
         try:
-            copying = _in_background(lambda: copy(connections[0], first, first_pieces, pause=True), "copy-first")
-            later = _in_background(lambda: copy(connections[1], second, second_pieces), "copy-second")
+            copying = _in_background(lambda: self._copy(connections[0], first, fmt, columns, all_cols, first_pieces,
+                                                        pause=True), "copy-first")
+            later = _in_background(lambda: self._copy(connections[1], second, fmt, columns, all_cols, second_pieces),
+                                   "copy-second")
             try:
                 rows = copying.result()
             except BaseException as exc:  # the file's first problem: the second part's does not matter
