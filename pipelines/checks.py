@@ -7,9 +7,11 @@ the others: the contract is the only place a rule is written.
 """
 from __future__ import annotations
 
+import hashlib
+
 from .contracts import Column, Contract
 from .history import WORK
-from .rules import TYPES, code_list_sql, sql_literal
+from .rules import SPELLINGS, TYPES, code_list_sql, code_spellings, sql_literal
 
 
 def stage_column(col: Column) -> str:
@@ -51,28 +53,37 @@ def _record_date(contract: Contract) -> str:
     return col.to
 
 
-def _dictionary_parts(col: Column) -> list[tuple[str, str | None, str]]:
-    """(suffix, key SQL over the cleaned text {v}, value SQL over the key {k}) of a dictionary type.
-    A key of None: the dictionary is keyed by the value as staged, and cleans it itself (once per
-    distinct value rather than on every row: 1M rows, the keys' scan 0.9 s -> 0.7 s). A timestamp's
-    parts are cut from the cleaned text (a leading space would shift them)."""
-    if col.type == "timestamp":
-        return [("date", "substr({v}, 1, 10)", "rules.parse_date({k})"),
-                ("time", "substr({v}, 11)", "rules.time_of_day({k})")]
-    return [("", None, "")]
+def _dictionary_parts(col: Column) -> list[tuple[str, str | None, str, str]]:
+    """(suffix, key SQL over the cleaned text {v}, value SQL over the key {k}, spellings) of a
+    dictionary type. A key of None: the dictionary is keyed by the value as staged, and cleans it
+    itself (once per distinct value rather than on every row: 1M rows, the keys' scan 0.9 s ->
+    0.7 s). A timestamp's parts are cut from the cleaned text (a leading space would shift them).
+    spellings: which of rules.SPELLINGS lists the key's well-formed spellings (a code list's come
+    from the contract)."""
+    if col.type == "timestamp":  # 'dd/mm/yyyy HH:MM:SS': a time is two small dictionaries, not one of 86,400
+        return [("date", "substr({v}, 1, 10)", "rules.parse_date({k})", "recent_date"),
+                ("hm", "substr({v}, 11, 6)", "rules.time_of_day({k} || ':00')", "hour_minute"),
+                ("ss", "substr({v}, 17)", "rules.time_of_day(' 00:00' || {k})", "second")]
+    return [("", None, "", col.type)]
 
 
-def _dictionary_keys(contract: Contract, present: set[str], names: list[str] | None = None
-                     ) -> list[tuple[str, Column, str | None, str]]:
+def _dictionary_keys(contract: Contract, present: set[str], names: list[str] | None = None,
+                     skip: set[str] | frozenset = frozenset()) -> list[tuple[str, Column, str | None, str]]:
     """(name, column, key SQL over the cleaned text {v} or None, value SQL over the key {k}) of
-    every dictionary, or of those named."""
+    every dictionary, or of those named, but those in skip."""
+    return [(name, c, key, value) for name, c, key, value, _ in _dictionary_specs(contract, present)
+            if (names is None or name in names) and name not in skip]
+
+
+def _dictionary_specs(contract: Contract, present: set[str]) -> list[tuple[str, Column, str | None, str, str]]:
+    """_dictionary_keys with each part's spellings (see _dictionary_parts)."""
     out = []
     for c in contract.columns:
         if not c.rule.dictionary or c.source not in present:
             continue
-        for suffix, key, value in _dictionary_parts(c):
-            out.append((f"d_{c.to}{'_' + suffix if suffix else ''}", c, key, value))
-    return [part for part in out if names is None or part[0] in names]
+        for suffix, key, value, spellings in _dictionary_parts(c):
+            out.append((f"d_{c.to}{'_' + suffix if suffix else ''}", c, key, value, spellings))
+    return out
 
 
 def _staged_key(key: str | None, c: Column) -> str:
@@ -98,11 +109,43 @@ def _dictionary_select(contract: Contract, c: Column, value: str, keys: str) -> 
             f"{_invalid_sql(c, contract, 'v', '', '') or 'false'} as bad{extras} from {cleaned}")
 
 
-def dictionary_groups(contract: Contract, present: set[str]) -> list[list[str]]:
-    """The dictionaries' names in two groups of about equal cost, for two scans at once when no
-    other scan runs beside them: those keyed by the value as staged, and those keyed by parts of
-    a cleaned text (which cleans it on every row). One group when either is empty."""
-    keys = _dictionary_keys(contract, present)
+def static_dictionaries(contract: Contract) -> dict[str, tuple[str, str]]:
+    """{name: (table, SELECT)} of the dictionaries whose well-formed spellings are all listed
+    (rules.SPELLINGS, a contract's code lists): built once per warehouse from every spelling
+    (pipelines/spellings.py), so that a delivery needs no scan of its rows for their distinct
+    values; checked_sql conforms in the row the rare value that is not in one. A table is named
+    by a hash of its SELECT: a changed contract or type builds another."""
+    out = {}
+    for name, c, key, value, kind in _dictionary_specs(contract, {c.source for c in contract.columns}):
+        if kind == "code":
+            spellings = "select * from (values " + ", ".join(
+                f"({sql_literal(text)})" for text in code_spellings(contract.code_lists[c.codes])) + ") v"
+        elif kind in SPELLINGS:
+            spellings = SPELLINGS[kind]
+        else:
+            continue
+        if key is None:  # keyed by the value as staged: also what cleans to NULL
+            spellings += " union all select '' union all select 'NULL'"
+        select = _dictionary_select(contract, c, value, f"(select distinct k from ({spellings}) s(k))")
+        digest = hashlib.md5(select.encode()).hexdigest()[:12]
+        out[name] = (f"spelling.{kind}_{digest}", select)  # the same SELECT, the same table
+    return out
+
+
+def _listed_or(name: str, field: str, staged: str, in_row: str, if_null: str = "null") -> str:
+    """A field of static dictionary `name` joined by the staged value, or, for a value it does not
+    list, the same field computed in the row (rare: every well-formed spelling is listed)."""
+    return (f"case when {name}.k is not null then {name}.{field} "
+            f"when {staged} is not null then {in_row} else {if_null} end")
+
+
+def dictionary_groups(contract: Contract, present: set[str], skip: set[str] | frozenset = frozenset()
+                      ) -> list[list[str]]:
+    """The dictionaries' names (but those in skip) in two groups of about equal cost, for two
+    scans at once when no other scan runs beside them: those keyed by the value as staged, and
+    those keyed by parts of a cleaned text (which cleans it on every row). One group when either
+    is empty, none when there is no dictionary to scan for."""
+    keys = _dictionary_keys(contract, present, skip=skip)
     staged = [name for name, _, key, _ in keys if key is None]
     parts = [name for name, _, key, _ in keys if key is not None]
     return [group for group in (staged, parts) if group]
@@ -118,17 +161,18 @@ def _in_range(rows: tuple[int | None, int | None] | None) -> str:
 
 
 def dictionaries(contract: Contract, raw_table: str, present: set[str],
-                 rows: tuple[int | None, int | None] | None = None, keys_tables: dict[str, list[str]] | None = None
-                 ) -> dict[str, str]:
+                 rows: tuple[int | None, int | None] | None = None, keys_tables: dict[str, list[str]] | None = None,
+                 skip: set[str] | frozenset = frozenset()) -> dict[str, str]:
     """{name: SELECT} of the checked pass's dictionaries: one small table per low-cardinality
     column (and per part of a timestamp), each distinct staged value (a timestamp's: each distinct
     part of its cleaned text) with what _dictionary_select gives it. The distinct values come
     from the staged rows (one scan each), or from keys_tables: {table: the names of the
-    dictionaries whose keys dictionary_keys_sql(names=...) filled it with, in one scan}."""
+    dictionaries whose keys dictionary_keys_sql(names=...) filled it with, in one scan}; but
+    those in skip."""
     in_range = _in_range(rows)
     out = {}
     for table, names in (keys_tables or {None: None}).items():
-        parts = _dictionary_keys(contract, present, names)
+        parts = _dictionary_keys(contract, present, names, skip)
         for i, (name, c, key, value) in enumerate(parts):
             if table:  # the rows of this column's grouping set (its bit of grouping() clear)
                 mask = (1 << len(parts)) - 1 - (1 << (len(parts) - 1 - i))
@@ -159,7 +203,8 @@ group by grouping sets ({', '.join(f'({col})' for col in cols)})"""
 
 def checked_sql(contract: Contract, raw_table: str, checked_table: str, present: set[str],
                 constants: dict[str, str], repeated_table: str, rows: tuple[int | None, int | None] | None = None,
-                create: bool = True, empty: bool = False, dictionary_tables: dict[str, str] | None = None) -> str:
+                create: bool = True, empty: bool = False, dictionary_tables: dict[str, str] | None = None,
+                static_tables: dict[str, str] | None = None) -> str:
     """CREATE TABLE checked AS ...: typed values, rule columns, _failed, _key, _extra_copy.
 
     rows: only the staged rows whose _row is in this closed range, either end None for no bound
@@ -172,6 +217,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     repeated_table: the keys sent more than once among them (repeated_sql).
     dictionary_tables: {name: table} of dictionaries already built (see dictionaries()); without
     them, the statement builds its own over its rows.
+    static_tables: {name: table} of static dictionaries (static_dictionaries()), used instead of
+    those: a value they do not list is conformed in the row.
 
     Cost is what matters here (10 million rows): types with few distinct values are conformed once
     per distinct value in a dictionary and joined back; each level is its own subquery (offset 0)
@@ -186,19 +233,36 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
     # dictionaries: built by this statement, or already (shared by the connections of a large
     # delivery). One keyed by the staged value is joined to the staged row and gives the column's
     # cleaned text, value and verdict at once; a timestamp's parts are joined to its cleaned text.
-    withs, staged_joins, dict_joins, from_dictionary = [], [], [], {}
-    for name, c, key, _ in _dictionary_keys(contract, present):
-        table = f"{dictionary_tables[name]} {name}" if dictionary_tables else name
+    # A static dictionary may not list a value: what it does not is conformed in the row.
+    static_tables = static_tables or {}
+    withs, staged_joins, dict_joins, from_dictionary, part_values = [], [], [], {}, {}
+    for name, c, key, value in _dictionary_keys(contract, present):
+        table = (f"{static_tables[name]} {name}" if name in static_tables
+                 else f"{dictionary_tables[name]} {name}" if dictionary_tables else name)
         if key is None:
-            staged_joins.append(f"left join {table} on {name}.k = s.{stage_column(c)}")
-            value = f"coalesce({name}.val, {sql_literal(c.default)})" if c.default is not None else f"{name}.val"
-            from_dictionary[c.to] = [f"{name}.v as c_{c.to}", f"{value} as {c.to}",
-                                     f"coalesce({name}.bad, false) as bad_{c.to}"]
-            from_dictionary[c.to] += [f"{name}.x{sfx} as {c.to}{sfx}" for sfx, _, _ in c.rule.extras]
+            staged = f"s.{stage_column(c)}"
+            staged_joins.append(f"left join {table} on {name}.k = {staged}")
+            if name in static_tables:
+                v = clean(staged)
+                cleaned = _listed_or(name, "v", staged, v)
+                val = _listed_or(name, "val", staged, _value_sql(c, contract, v, "", ""))
+                bad = _listed_or(name, "bad", staged, _invalid_sql(c, contract, v, "", "") or "false", "false")
+                extras = [_listed_or(name, f"x{sfx}", staged, expr.format(v=v)) for sfx, expr, _ in c.rule.extras]
+            else:
+                cleaned, val, bad = f"{name}.v", f"{name}.val", f"coalesce({name}.bad, false)"
+                extras = [f"{name}.x{sfx}" for sfx, _, _ in c.rule.extras]
+            if c.default is not None:
+                val = f"coalesce({val}, {sql_literal(c.default)})"
+            from_dictionary[c.to] = [f"{cleaned} as c_{c.to}", f"{val} as {c.to}", f"{bad} as bad_{c.to}"]
+            from_dictionary[c.to] += [f"{x} as {c.to}{sfx}" for x, (sfx, _, _) in zip(extras, c.rule.extras)]
         else:
-            dict_joins.append(f"left join {table} on {name}.k = {key.format(v='cleaned.c_' + c.to)}")
+            part = key.format(v="cleaned.c_" + c.to)
+            dict_joins.append(f"left join {table} on {name}.k = {part}")
+            part_values[name] = (f"(case when {name}.k is not null then {name}.val when cleaned.c_{c.to} is not null "
+                                 f"then {value.format(k=part)} end)" if name in static_tables else f"{name}.val")
     if not dictionary_tables:
-        withs = [f"{name} as ({select})" for name, select in dictionaries(contract, raw_table, present, rows).items()]
+        withs = [f"{name} as ({select})"
+                 for name, select in dictionaries(contract, raw_table, present, rows, skip=set(static_tables)).items()]
 
     # level 1: cleaned text (and what the dictionaries keyed by the staged value give), and
     # whether the row is a header line repeated mid-file
@@ -213,10 +277,10 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
             continue
         v = "c_" + c.to
         if c.rule.dictionary and c.source in present:  # a timestamp (its parts' dictionaries)
-            d = f"d_{c.to}"
-            level2.append(f"rules.local_timestamp({d}_date.val, {d}_time.val) as {c.to}")
-            level2.append(f"({v} is not null and (length({v}) <> 19 or {d}_date.val is null "
-                          f"or {d}_time.val is null)) as bad_{c.to}")
+            date, time = part_values[f"d_{c.to}_date"], f"{part_values[f'd_{c.to}_hm']} + {part_values[f'd_{c.to}_ss']}"
+            level2.append(f"rules.local_timestamp({date}, {time}) as {c.to}")
+            level2.append(f"({v} is not null and (length({v}) <> 19 or {date} is null "
+                          f"or {time} is null)) as bad_{c.to}")
             continue
         level2.append(f"{_value_sql(c, contract, v, '', '')} as {c.to}")
         for suffix, expr, _ in c.rule.extras:

@@ -14,13 +14,14 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import cached_property
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from . import (checks, contracts, decode, delivery, gx_process, history, hooks, locks, recovery, reports, resubmission,
-               supersede, warehouse)
+               spellings, supersede, warehouse)
 from .config import Settings, settings
 from .contracts import Contract, ContractError
 from .delivery import Rejection
@@ -492,8 +493,8 @@ class Run:
         becomes a current version, and the store's unique index of current keys refuses a key
         twice), and rejected_keys_repeat_sql for the rows that do not reach the store. Where that
         fails, the rows are checked again with their repeated keys (_check_again_with_repeated_keys).
-        Its dictionaries' keys are then found in two scans at once. Returns whether keys were
-        assumed unique."""
+        The dictionaries with every spelling listed are static (pipelines/spellings.py): the
+        others' keys are found in one or two scans at once. Returns whether keys were assumed unique."""
         c = self.contract
         if rows == self.raw:  # COPY counted them, and a new table's identity numbers them from 1
             count, first, last = self.staged_rows, 1, self.staged_rows  # (10M rows: a 0.6 s scan)
@@ -510,7 +511,9 @@ class Run:
         repeated = checks.repeated_sql(c, rows, self.repeated, present, constants, empty=first_load)
         # the dictionaries once for all the connections, each group from one scan of the rows
         # (stage names as recovery.stage_relations finds them)
-        groups = checks.dictionary_groups(c, present) if first_load else [None]
+        groups = checks.dictionary_groups(c, present, skip=set(self.static_tables))
+        if groups and not first_load:  # beside the repeated keys: all in one scan
+            groups = [[name for group in groups for name in group]]
         tables, batches = {}, []
         for i, names in enumerate(groups):
             keys = f"stage.dictkeys_{self.delivery_id}" + ("_more" if i else "")
@@ -536,7 +539,13 @@ class Run:
 
     def _checked_sql(self, table: str, present: set[str], constants: dict[str, str], **options) -> str:
         """checks.checked_sql of the staged rows in `table` into this delivery's checked table."""
-        return checks.checked_sql(self.contract, table, self.checked, present, constants, self.repeated, **options)
+        return checks.checked_sql(self.contract, table, self.checked, present, constants, self.repeated,
+                                  static_tables=self.static_tables, **options)
+
+    @cached_property
+    def static_tables(self) -> dict[str, str]:
+        """{name: table} of the contract's static dictionaries (pipelines/spellings.py)."""
+        return spellings.available(self.conn, self.contract)
 
     def _on_connections(self, batches: list[list[str]]) -> None:
         """Run each batch of statements in order on a connection of its own, the batches at once."""

@@ -32,12 +32,15 @@ def migrate(conn: psycopg.Connection) -> list[str]:
             conn.execute(path.read_text(encoding="utf-8"))
             conn.execute("insert into meta.schema_migration (name) values (%s)", (path.name,))
             applied_now.append(path.name)
+        if applied_now:
+            from . import spellings
+            spellings.forget(conn)  # conformed by rules a migration may have changed
     return applied_now
 
 
 def ensure_ready(url: str) -> None:
     """Migrations applied and reference data loaded: what every entry point calls first."""
-    from . import refdata
+    from . import refdata, spellings
 
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn)
@@ -46,3 +49,4 @@ def ensure_ready(url: str) -> None:
             if conn.execute("select count(*) from ref.admin_unit").fetchone()[0] == 0:
                 refdata.load(conn)
                 conn.execute("analyze ref.admin_unit")
+            spellings.ensure(conn)

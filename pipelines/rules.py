@@ -98,6 +98,44 @@ TYPES.update({
 })
 
 
+# Every well-formed spelling of a low-cardinality type (SQL of one text column), for its static
+# dictionary (pipelines/spellings.py): each is conformed once per warehouse by the type's own
+# rule, and a delivery then needs no scan of its rows for their distinct values. A spelling not
+# listed here is still conformed, in the row. A timestamp is three parts (checks._dictionary_parts).
+_DAYS = "generate_series(date '1900-01-01', date '2035-12-31', interval '1 day')"
+_YEARS = "generate_series(1900, 2035)"
+SPELLINGS = {
+    "date": f"select to_char(d, 'DD/MM/YYYY') from {_DAYS} d",
+    "partial_date": (
+        f"select to_char(d, 'DD/MM/YYYY') from {_DAYS} d"
+        f" union all select to_char(d, '\"00/\"MM/YYYY') from {_DAYS} d where extract(day from d) = 1"
+        f" union all select '00/00/' || y from {_YEARS} y union all select y::text from {_YEARS} y"),
+    # a record's timestamp: this century's dates, ' HH:MM' and ':SS'. Small hash tables probe
+    # faster: against 1900's dates and the 86,400 times of a day, 0.3 CPU-s less per 500,000 rows
+    "recent_date": f"select to_char(d, 'DD/MM/YYYY') from {_DAYS.replace('1900', '2000')} d",
+    "hour_minute": ("select to_char(timestamp '2000-01-01' + m * interval '1 minute', ' HH24:MI')"
+                    " from generate_series(0, 1439) m"),
+    "second": "select ':' || lpad(s::text, 2, '0') from generate_series(0, 59) s",
+    "country": ("select pad || chr(a + lower) || chr(b + lower) || rpad"
+                " from generate_series(65, 90) a, generate_series(65, 90) b, (values (0), (32)) l(lower),"
+                " (values ('', ''), (' ', ''), ('', ' ')) p(pad, rpad)"),
+}
+
+
+def code_spellings(code_list: dict) -> list[str]:
+    """The spellings offices use for a code list's entries: as listed, in capitals, in lower case,
+    capitalised, without diacritics, and each with a space before it, after it or both."""
+    import unicodedata
+
+    def bare(text: str) -> str:
+        parts = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+        return unicodedata.normalize("NFC", "".join(ch for ch in parts if not unicodedata.combining(ch)))
+
+    cased = {form for k in code_list for form in (k, k.upper(), k.lower(), k.capitalize(), k.title())}
+    spelt = cased | {bare(form) for form in cased}
+    return sorted({text for form in spelt for text in (form, " " + form, form + " ", f" {form} ")})
+
+
 def code_list_sql(v: str, code_list: dict) -> str:
     """A CASE mapping the folded text to the code list's conformed values (NULL when unknown)."""
     whens = " ".join(f"when {sql_literal(fold(k))} then {sql_literal(val)}" for k, val in code_list.items())

@@ -136,12 +136,19 @@ def test_text_quirks_are_conformed(warehouse, db, inbox):
     ]
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["one connection", "shared dictionaries"])
+@pytest.mark.parametrize("parallel,static", [(False, True), (True, True), (False, False), (True, False)],
+                         ids=["one connection", "shared dictionaries", "scanned, one connection", "scanned, shared"])
 def test_values_of_dictionary_columns_are_cleaned_before_they_are_conformed(warehouse, db, inbox, monkeypatch,
-                                                                            parallel):
+                                                                            parallel, static):
     """Dates and code lists are conformed once per distinct value as staged (checks.py's
     dictionaries), which cleans it there: spaces around, blanks and NULL give the verdicts and
-    values of the same cleaned text, on one connection and in the ranges of a large delivery."""
+    values of the same cleaned text, on one connection and in the ranges of a large delivery,
+    with the static dictionaries (most values here are not listed: they are conformed in the row)
+    and with dictionaries found by a scan of the rows."""
+    if not static:
+        from pipelines import spellings
+
+        monkeypatch.setattr(spellings, "available", lambda conn, contract: {})
     if parallel:
         import pipelines.ingest as ingest
 
