@@ -277,7 +277,8 @@ def checked_sql(contract: Contract, raw_table: str, checked_table: str, present:
             continue
         v = "c_" + c.to
         if c.rule.dictionary and c.source in present:  # a timestamp (its parts' dictionaries)
-            date, time = part_values[f"d_{c.to}_date"], f"{part_values[f'd_{c.to}_hm']} + {part_values[f'd_{c.to}_ss']}"
+            d = f"d_{c.to}"  # its date, and its time as the sum of hours-minutes and seconds
+            date, time = part_values[f"{d}_date"], f"{part_values[f'{d}_hm']} + {part_values[f'{d}_ss']}"
             level2.append(f"rules.local_timestamp({date}, {time}) as {c.to}")
             level2.append(f"({v} is not null and (length({v}) <> 19 or {date} is null "
                           f"or {time} is null)) as bad_{c.to}")
